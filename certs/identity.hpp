@@ -1,0 +1,17 @@
+#pragma once
+// Who the peer is, read from its verified certificate chain. A plain value: the policy code
+// (which has no I/O and no OpenSSL) matches on it, and the access log prints it.
+#include <string>
+#include <vector>
+
+namespace portcullis::certs {
+
+struct Identity {
+  std::string spiffe;               // URI SAN "spiffe://trust-domain/path", empty if none (validated)
+  std::string user;                 // subject CN
+  std::vector<std::string> groups;  // every subject O, in certificate order
+  std::vector<std::string> dns;     // DNS SANs
+  std::string fingerprint_sha256;   // lowercase hex of the leaf's DER
+};
+
+}  // namespace portcullis::certs

@@ -1,0 +1,22 @@
+#pragma once
+// Framing checks on a request head before any rule sees it (RFC 9112 sections 2.2, 5, 6):
+// anything two parsers could read differently is refused with 400 and the connection closed.
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "proxy/policy/request.hpp"
+
+namespace portcullis::http {
+
+// raw: the request line and fields up to and including the blank line.
+// Returns empty when acceptable, else the reason (bare LF, obs-fold, whitespace before a colon,
+// NUL or control characters, ...).
+std::string check_raw_head(std::string_view raw);
+
+// fields: parsed header fields (names lowercased). Returns empty when acceptable, else the reason
+// (Content-Length with Transfer-Encoding, duplicate/differing Content-Length, Transfer-Encoding
+// other than exactly "chunked", missing or duplicate Host, ...).
+std::string check_request_fields(std::span<const policy::Header> fields);
+
+}  // namespace portcullis::http
