@@ -35,6 +35,10 @@ struct Spec {
   bool egress_default_drop = false;
   std::vector<AllowEntry> egress_allow;
   std::vector<std::uint16_t> listener_ports;  // filled from the listeners by proxy/
+  // Interfaces (nft wildcards allowed, e.g. "br-*") whose forwarded traffic is judged by the same
+  // ingress allowlist: container bridges such as docker0. Published (DNATed) ports are judged on
+  // their original destination in prerouting already; this covers routed access to containers.
+  std::vector<std::string> forward_interfaces;
 };
 
 }  // namespace portcullis::firewall
