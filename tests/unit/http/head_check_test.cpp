@@ -1,0 +1,107 @@
+// Request-smuggling defences: each ambiguous framing form is refused with its reason.
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include "proxy/http/head_check.hpp"
+
+using portcullis::http::check_raw_head;
+using portcullis::http::check_request_fields;
+using portcullis::policy::Header;
+
+namespace {
+std::string fields(std::vector<Header> h) { return check_request_fields(h); }
+}  // namespace
+
+TEST_CASE("raw head: a well-formed head passes") {
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\n\r\n").empty());
+  CHECK(check_raw_head("POST /x?y=1 HTTP/1.0\r\nHost: a\r\nX-Tab:\tv\r\nX-Empty:\r\nX-Utf8: caf\xC3\xA9\r\n\r\n").empty());
+  CHECK(check_raw_head("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n").empty());  // RFC 9112 2.2
+}
+
+TEST_CASE("raw head: line endings") {
+  CHECK(check_raw_head("GET / HTTP/1.1\nHost: a\r\n\r\n") == "bare LF line ending (LF without CR)");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\n\r\n") == "bare LF line ending (LF without CR)");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\n\n") == "bare LF line ending (LF without CR)");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nX: a\rb\r\nHost: a\r\n\r\n") == "bare CR in request head");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\n") == "request head not terminated by an empty line");
+  CHECK(check_raw_head("") == "empty request head");
+}
+
+TEST_CASE("raw head: obs-fold and whitespace before the colon") {
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n") ==
+        "obs-fold (header line starting with whitespace)");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\t2\r\n\r\n") ==
+        "obs-fold (header line starting with whitespace)");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\n Host: a\r\n\r\n") == "obs-fold (header line starting with whitespace)");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n") ==
+        "whitespace between header name and colon (Transfer-Encoding)");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 5\r\n\r\n") ==
+        "whitespace between header name and colon (Content-Length)");
+}
+
+TEST_CASE("raw head: NUL, control characters and invalid field names") {
+  using namespace std::string_literals;
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"s) == "NUL in header X");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nX\0Y: a\r\n\r\n"s) == "NUL in header name");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01\r\n\r\n") == "control character in header X");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nX: a\x7F\r\n\r\n") == "control character in header X");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nX\x01Y: a\r\n\r\n") == "invalid character in header name X?Y");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nX(Y): a\r\n\r\n") == "invalid character in header name X(Y)");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\n: a\r\n\r\n") == "empty header name");
+  CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n") == "header line without a colon");
+}
+
+TEST_CASE("raw head: the request line is exactly METHOD SP TARGET SP VERSION") {
+  CHECK(check_raw_head("GET  / HTTP/1.1\r\nHost: a\r\n\r\n") == "extra whitespace in request line");
+  CHECK(check_raw_head("GET /  HTTP/1.1\r\nHost: a\r\n\r\n") == "extra whitespace in request line");
+  CHECK(check_raw_head("GET / HTTP/1.1 \r\nHost: a\r\n\r\n") == "extra whitespace in request line");
+  CHECK(check_raw_head(" GET / HTTP/1.1\r\nHost: a\r\n\r\n") == "request line starts with whitespace");
+  CHECK(check_raw_head("GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n") == "tab in request line");
+  CHECK(check_raw_head("GET / x HTTP/1.1\r\nHost: a\r\n\r\n") == "extra whitespace in request line");
+  CHECK(check_raw_head("GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n") == "invalid character in request target");
+  CHECK(check_raw_head("GET / HTTP/1.1x\r\nHost: a\r\n\r\n") == "invalid HTTP version in request line");
+  CHECK(check_raw_head("G(T / HTTP/1.1\r\nHost: a\r\n\r\n") == "invalid character in method");
+  CHECK(check_raw_head("GET /\r\nHost: a\r\n\r\n") == "request line is not METHOD SP TARGET SP VERSION");
+}
+
+TEST_CASE("fields: a plain request passes") {
+  CHECK(fields({{"host", "a.example"}}).empty());
+  CHECK(fields({{"host", "a.example:8080"}, {"content-length", "12"}}).empty());
+  CHECK(fields({{"host", "[::1]:443"}, {"transfer-encoding", "chunked"}}).empty());
+  CHECK(fields({{"host", "10.0.0.1"}, {"content-length", "0"}}).empty());
+}
+
+TEST_CASE("fields: Content-Length and Transfer-Encoding") {
+  CHECK(fields({{"host", "a"}, {"content-length", "5"}, {"transfer-encoding", "chunked"}}) ==
+        "both Content-Length and Transfer-Encoding");
+  CHECK(fields({{"host", "a"}, {"content-length", "5"}, {"content-length", "5"}}) == "duplicate Content-Length");
+  CHECK(fields({{"host", "a"}, {"content-length", "5"}, {"content-length", "6"}}) == "conflicting Content-Length values");
+  CHECK(fields({{"host", "a"}, {"content-length", "5, 5"}}) == "Content-Length is not a decimal number");
+  CHECK(fields({{"host", "a"}, {"content-length", "+5"}}) == "Content-Length is not a decimal number");
+  CHECK(fields({{"host", "a"}, {"content-length", "0x10"}}) == "Content-Length is not a decimal number");
+  CHECK(fields({{"host", "a"}, {"content-length", ""}}) == "Content-Length is not a decimal number");
+  CHECK(fields({{"host", "a"}, {"content-length", "1234567890123456789"}}) == "Content-Length too large");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "gzip, chunked"}}) == "Transfer-Encoding other than exactly \"chunked\"");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "Chunked"}}) == "Transfer-Encoding other than exactly \"chunked\"");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "chunked "}}) == "Transfer-Encoding other than exactly \"chunked\"");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "identity"}}) == "Transfer-Encoding other than exactly \"chunked\"");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "chunked"}, {"transfer-encoding", "chunked"}}) ==
+        "more than one Transfer-Encoding field");
+}
+
+TEST_CASE("fields: Host present once, non-empty, a valid host[:port]") {
+  CHECK(fields({}) == "missing Host header");
+  CHECK(fields({{"host", "a"}, {"host", "b"}}) == "more than one Host header");
+  CHECK(fields({{"host", ""}}) == "empty Host header");
+  CHECK(fields({{"host", "a b"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", "a@b"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", "a/b"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", "a:"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", "a:1:2"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", "a:65536"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", ":80"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", "[::1"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", "[zz]"}}) == "Host header is not a valid host[:port]");
+  CHECK(fields({{"host", "a%2eb"}}) == "Host header is not a valid host[:port]");
+}

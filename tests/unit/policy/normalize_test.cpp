@@ -1,0 +1,74 @@
+// normalize_target(): the error messages an operator sees in a 400, and the parts of a target.
+#include <catch2/catch.hpp>
+
+#include "proxy/policy/normalize.hpp"
+
+using portcullis::policy::normalize_target;
+
+namespace {
+std::string error_of(std::string_view target, std::string_view method = "GET") {
+  const auto n = normalize_target(method, target);
+  return n.ok ? "ok" : n.error;
+}
+}  // namespace
+
+TEST_CASE("normalize: origin-form keeps the query as sent and has no authority") {
+  const auto n = normalize_target("GET", "/a/./b//c/?q=%2F&x");
+  REQUIRE(n.ok);
+  CHECK(n.path == "/a/b/c/");
+  CHECK(n.query == "q=%2F&x");
+  CHECK(n.authority.empty());
+  const auto empty_query = normalize_target("GET", "/a?");
+  REQUIRE(empty_query.ok);
+  CHECK(empty_query.path == "/a");
+  CHECK(empty_query.query.empty());
+}
+
+TEST_CASE("normalize: absolute-form gives the authority, lowercased, with its port") {
+  const auto n = normalize_target("GET", "http://API.Example.COM:8443/x?y=1");
+  REQUIRE(n.ok);
+  CHECK(n.authority == "api.example.com:8443");
+  CHECK(n.path == "/x");
+  CHECK(n.query == "y=1");
+  const auto v6 = normalize_target("GET", "http://[::1]:80/");
+  REQUIRE(v6.ok);
+  CHECK(v6.authority == "[::1]:80");
+  CHECK(error_of("http://h:99999/") == "invalid port in absolute-form target");
+}
+
+TEST_CASE("normalize: rejections say exactly what was wrong") {
+  CHECK(error_of("/a/%2Fb") == "encoded slash %2F in path");
+  CHECK(error_of("/a/%5cb") == "encoded backslash %5C in path");
+  CHECK(error_of("/a\\b") == "backslash in request target");
+  CHECK(error_of("/a/../..") == "'..' in path climbs above the root");
+  CHECK(error_of("/a%00") == "encoded control character %00 in path");
+  CHECK(error_of(std::string_view("/a\0b", 4)) == "control character %00 in request target");
+  CHECK(error_of("/a%G1") == "invalid percent-encoding at offset 2 of request target");
+  CHECK(error_of("/a#b") == "fragment ('#') in request target");
+  CHECK(error_of("/%C0%AE") == "overlong UTF-8 encoding in path");
+  CHECK(error_of("/%E0%80%AE") == "overlong UTF-8 encoding in path");
+  CHECK(error_of("/%ED%A0%80") == "invalid UTF-8 in path");
+  CHECK(error_of("/%F4%90%80%80") == "invalid UTF-8 in path");
+  CHECK(error_of("/%E2%82") == "truncated UTF-8 sequence in path");
+  CHECK(error_of("/admin;x") == "';' (path parameter) in path");
+  CHECK(error_of("/%252F") == "double percent-encoding (%25 followed by hex digits) in path");
+  CHECK(error_of("*") == "asterisk-form target \"*\" is only allowed with OPTIONS");
+  CHECK(error_of("h:443", "CONNECT") == "CONNECT is not supported");
+  CHECK(error_of("") == "empty request target");
+  CHECK(error_of("http://u:p@h/") == "userinfo ('@') in absolute-form target");
+  CHECK(error_of("http://h%41/") == "percent-encoded host in absolute-form target");
+  CHECK(error_of("mailto:x@y") == "absolute-form target with a scheme other than http or https");
+  CHECK(error_of("/a?b=%00") == "encoded NUL (%00) in query");
+}
+
+TEST_CASE("normalize: valid UTF-8 of every length is accepted and kept encoded") {
+  const auto n = normalize_target("GET", "/%C3%A9/%E2%82%AC/%F0%9F%98%80");
+  REQUIRE(n.ok);
+  CHECK(n.path == "/%C3%A9/%E2%82%AC/%F0%9F%98%80");
+}
+
+TEST_CASE("normalize: reserved characters stay encoded, unreserved ones are decoded") {
+  const auto n = normalize_target("GET", "/%41%2d%2E%5f%7E/%3f%23%20%2B/a:b@c,d=e!f$g&h'i(j)k*l+m");
+  REQUIRE(n.ok);
+  CHECK(n.path == "/A-._~/%3F%23%20%2B/a:b@c,d=e!f$g&h'i(j)k*l+m");
+}
