@@ -8,9 +8,17 @@
 
 #include <algorithm>
 #include <limits>
+#include <stdexcept>
 
 #include "proxy/policy/glob.hpp"
+#include "proxy/policy/kube.hpp"
 #include "proxy/policy/normalize.hpp"
+// The Docker rule form lands separately (issue 9); until its header is in the tree, a rule with
+// `docker:` compiles but never matches.
+#if __has_include("proxy/policy/docker.hpp")
+#include "proxy/policy/docker.hpp"
+#define PORTCULLIS_POLICY_HAS_DOCKER 1
+#endif
 
 namespace portcullis::policy {
 namespace {
@@ -99,6 +107,8 @@ struct CompiledRule {
   bool has_http = false, has_kubernetes = false, has_docker = false;
   HttpSpec http;  // methods / paths as written; headers lowercased
   HostSet hosts;
+  KubeSpec kubernetes;
+  DockerSpec docker;
 };
 
 }  // namespace
@@ -202,6 +212,13 @@ std::string describe_peer(const certs::Identity* peer) {
 }
 
 std::string describe_request(const Request& r) {
+  if (r.kube && r.kube->error.empty()) return describe(*r.kube);
+#ifdef PORTCULLIS_POLICY_HAS_DOCKER
+  if (r.docker) {
+    std::string out = "docker " + r.docker->action + " (" + std::string(r.method) + " " + std::string(r.path) + ")";
+    return out;
+  }
+#endif
   std::string out(r.method);
   out += ' ';
   out += r.path;
@@ -253,9 +270,42 @@ bool header_matches(const std::string& name, const std::vector<std::string>& val
   return seen;
 }
 
+// Requests that the Kubernetes / Docker resolvers refused outright: no rule can allow them,
+// not even one without `kubernetes:` / `docker:` conditions. Empty when there is no such refusal.
+std::string request_refusal(const Request& req) {
+  if (req.kube && !req.kube->error.empty()) return "unresolvable Kubernetes request: " + req.kube->error;
+#ifdef PORTCULLIS_POLICY_HAS_DOCKER
+  if (req.docker) {
+    if (!req.docker->refusal.empty()) return req.docker->refusal;
+    if (!req.docker->never_allowed.empty()) return req.docker->never_allowed.front() + " is never allowed";
+  }
+#endif
+  return {};
+}
+
+bool kube_matches(const CompiledRule& r, const Request& req, std::vector<std::string>* failed) {
+  if (!r.has_kubernetes) return true;
+  if (!req.kube) {
+    if (failed) failed->push_back("the rule has kubernetes conditions and this is not a kubernetes listener");
+    return false;
+  }
+  return match_kube(r.kubernetes, *req.kube, failed);
+}
+
+bool docker_matches(const CompiledRule& r, const Request& req, std::vector<std::string>* failed) {
+  if (!r.has_docker) return true;
+#ifdef PORTCULLIS_POLICY_HAS_DOCKER
+  if (req.docker) return match_docker(r.docker, *req.docker, failed);
+  if (failed) failed->push_back("the rule has docker conditions and this is not a docker listener");
+#else
+  if (failed) failed->push_back("docker conditions are not supported by this build");
+#endif
+  return false;
+}
+
 // The conditions the indexes do not cover.
 bool rest_matches(const CompiledRule& r, const Request& req) {
-  if (r.has_kubernetes || r.has_docker) return false;  // see compile(): not wired yet
+  if (!kube_matches(r, req, nullptr) || !docker_matches(r, req, nullptr)) return false;
   if (!r.has_http) return true;
   if (!r.http.methods.empty() &&
       std::find(r.http.methods.begin(), r.http.methods.end(), req.method) == r.http.methods.end())
@@ -292,8 +342,8 @@ std::vector<std::string> failed_conditions(const CompiledRule& r, const Request&
       if (!header_matches(name, values, req.headers, &why)) failed.push_back(why);
     }
   }
-  if (r.has_kubernetes) failed.push_back("kubernetes conditions are not supported by this build yet");
-  if (r.has_docker) failed.push_back("docker conditions are not supported by this build yet");
+  kube_matches(r, req, &failed);
+  docker_matches(r, req, &failed);
   return failed;
 }
 
@@ -320,6 +370,26 @@ std::shared_ptr<const Policy> Policy::compile(const PolicySpec& spec) {
     r.has_http = in.has_http;
     r.has_kubernetes = in.has_kubernetes;
     r.has_docker = in.has_docker;
+    // The config loader validates these too; a Policy compiled from any other source must not
+    // hold a rule the matchers cannot read.
+    if (in.has_kubernetes) {
+      try {
+        validate_kube_spec(in.kubernetes);
+      } catch (const std::invalid_argument& e) {
+        throw compile_error(i, in.name, std::string("kubernetes: ") + e.what());
+      }
+      r.kubernetes = in.kubernetes;
+    }
+#ifdef PORTCULLIS_POLICY_HAS_DOCKER
+    if (in.has_docker) {
+      try {
+        validate_docker_spec(in.docker);
+      } catch (const std::invalid_argument& e) {
+        throw compile_error(i, in.name, std::string("docker: ") + e.what());
+      }
+      r.docker = in.docker;
+    }
+#endif
 
     for (const auto& p : in.from.spiffe) check_spiffe_pattern(i, in.name, p);
     for (const auto& u : in.from.users)
@@ -391,6 +461,12 @@ std::shared_ptr<const Policy> Policy::compile(const PolicySpec& spec) {
 
 Decision Policy::decide(const Request& request) const {
   const Impl& impl = *impl_;
+  if (std::string refusal = request_refusal(request); !refusal.empty()) {
+    Decision d;
+    d.outcome = mode_ == Mode::audit ? Decision::Outcome::audit_deny : Decision::Outcome::deny;
+    d.reason = std::move(refusal);
+    return d;
+  }
   std::uint32_t best = no_rule;
   impl.visit_buckets(request.peer, [&](std::uint32_t b) {
     impl.buckets[b].visit(request.path, [&](const std::vector<std::uint32_t>& rules) {

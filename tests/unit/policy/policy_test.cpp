@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "proxy/policy/kube.hpp"
 #include "proxy/policy/policy.hpp"
 
 using namespace portcullis;
@@ -329,14 +330,54 @@ TEST_CASE("rules that cannot be compiled are refused with the rule named") {
   CHECK(fails(h) == "rule \"h\": host \"bad host\" is not a host name or \"*.\" + a host name");
 }
 
-TEST_CASE("kubernetes and docker rule forms never match until their matchers are wired") {
+TEST_CASE("kubernetes rules delegate to the Kubernetes matcher, and only on kubernetes listeners") {
   RuleSpec k;
-  k.name = "kube";
+  k.name = "ci-reads-prod";
+  k.from.groups = {"ci"};
   k.has_kubernetes = true;
-  k.kubernetes.verbs = {"get"};
+  k.kubernetes.verbs = {"get", "list"};
+  k.kubernetes.resources = {"pods"};
+  k.kubernetes.namespaces = {"prod"};
   auto p = compile({k});
-  auto peer = user_peer("u");
-  CHECK_FALSE(p->decide(req(&peer, "GET", "/api/v1/pods")).allowed());
+  auto ci = user_peer("robot", {"ci"});
+
+  const KubeAttributes get = resolve_kube("GET", "/api/v1/namespaces/prod/pods/web-0", "");
+  const KubeAttributes del = resolve_kube("DELETE", "/api/v1/namespaces/prod/pods/web-0", "");
+  Request r = req(&ci, "GET", "/api/v1/namespaces/prod/pods/web-0");
+  CHECK(p->decide(r).outcome == Outcome::deny);  // not a kubernetes listener: no attributes
+  r.kube = &get;
+  CHECK(p->decide(r).rule == "ci-reads-prod");
+  r.kube = &del;
+  r.method = "DELETE";
+  Explanation e = p->explain(r);
+  CHECK(e.decision.outcome == Outcome::deny);
+  CHECK(e.decision.reason == "no rule allows " + describe(del) + " for user robot (groups [ci])");
+  REQUIRE(e.closest.size() == 1);
+  REQUIRE(e.closest[0].failed.size() == 1);
+  CHECK(e.closest[0].failed[0].find("delete") != std::string::npos);
+}
+
+TEST_CASE("a request the Kubernetes resolver could not read matches no rule, not even a from-only one") {
+  RuleSpec admin;
+  admin.name = "admins-anything";
+  admin.from.groups = {"system:masters"};
+  auto p = compile({admin});
+  auto root = user_peer("root", {"system:masters"});
+  KubeAttributes broken;
+  broken.error = "watch with nothing to watch";
+  Request r = req(&root, "GET", "/api/v1/watch");
+  r.kube = &broken;
+  Decision d = p->decide(r);
+  CHECK(d.outcome == Outcome::deny);
+  CHECK(d.reason == "unresolvable Kubernetes request: watch with nothing to watch");
+}
+
+TEST_CASE("a bad kubernetes rule is a compile error") {
+  RuleSpec k;
+  k.name = "bad";
+  k.has_kubernetes = true;
+  k.kubernetes.verbs = {"explode"};
+  CHECK_THROWS_AS(compile({k}), CompileError);
 }
 
 // The indexes must agree with a plain reading of the rules: random rule sets and requests,
