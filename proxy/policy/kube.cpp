@@ -18,6 +18,8 @@ namespace {
 
 using sv = std::string_view;
 
+constexpr long max_query_params = 10000;  // Go's net/url default (urlmaxqueryparams)
+
 bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 bool is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
 
@@ -256,35 +258,37 @@ struct LabelToken {
 bool is_label_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 bool is_label_special(char c) { return sv("=!(),><").find(c) != sv::npos; }
 
-// The lexer reads a NUL byte as the end of the input, as the apiserver's does.
+// The apiserver's lexer reads a NUL byte like the end of the input: at the start of a token it
+// ends the token list; inside an identifier or operator it ends that token and is consumed.
 std::vector<LabelToken> lex_labels(sv s) {
-  if (const std::size_t nul = s.find('\0'); nul != sv::npos) s = s.substr(0, nul);
   std::vector<LabelToken> out;
   std::size_t i = 0;
+  auto at_nul_or_end = [&] { return i >= s.size() || s[i] == '\0'; };
   for (;;) {
     while (i < s.size() && is_label_space(s[i])) ++i;
-    if (i == s.size()) {
+    if (at_nul_or_end()) {
       out.push_back({Tok::end, {}});
       return out;
     }
+    const std::size_t start = i;
     if (is_label_special(s[i])) {
       const sv two = s.substr(i, 2);
       if (two == "!=" || two == "==") {
         out.push_back({two == "!=" ? Tok::neq : Tok::deq, two});
         i += 2;
-        continue;
+      } else {
+        static constexpr std::array<std::pair<char, Tok>, 7> singles = {{{')', Tok::close_par},
+            {',', Tok::comma}, {'!', Tok::not_}, {'=', Tok::eq}, {'>', Tok::gt}, {'<', Tok::lt}, {'(', Tok::open_par}}};
+        for (const auto& [c, t] : singles)
+          if (c == s[i]) out.push_back({t, s.substr(i, 1)});
+        ++i;
       }
-      static constexpr std::array<std::pair<char, Tok>, 7> singles = {{{')', Tok::close_par},
-          {',', Tok::comma}, {'!', Tok::not_}, {'=', Tok::eq}, {'>', Tok::gt}, {'<', Tok::lt}, {'(', Tok::open_par}}};
-      for (const auto& [c, t] : singles)
-        if (c == s[i]) out.push_back({t, s.substr(i, 1)});
-      ++i;
-      continue;
+    } else {
+      while (!at_nul_or_end() && !is_label_special(s[i]) && !is_label_space(s[i])) ++i;
+      const sv word = s.substr(start, i - start);
+      out.push_back({word == "in" ? Tok::in : word == "notin" ? Tok::notin : Tok::ident, word});
     }
-    const std::size_t start = i;
-    while (i < s.size() && !is_label_special(s[i]) && !is_label_space(s[i])) ++i;
-    const sv word = s.substr(start, i - start);
-    out.push_back({word == "in" ? Tok::in : word == "notin" ? Tok::notin : Tok::ident, word});
+    if (i < s.size() && s[i] == '\0') ++i;  // a NUL right after a token is consumed with it
   }
 }
 
@@ -579,6 +583,13 @@ KubeAttributes resolve_kube(sv method, sv path, sv raw_query) {
   }
   a.is_resource_request = true;
   a.api_version = parts[at++];
+  // Go 1.24.12 / 1.25.6 and later read no parameter at all from a query of more than 10000
+  // (CVE-2025-61726), older apiservers read them all: the verb would depend on the apiserver's
+  // build, so such a request is refused rather than guessed.
+  if (std::count(raw_query.begin(), raw_query.end(), '&') + 1 > max_query_params) {
+    a.error = "more than " + std::to_string(max_query_params) + " query parameters";
+    return a;
+  }
 
   bool verb_from_path = false;
   if (parts[at] == "watch" || parts[at] == "proxy") {

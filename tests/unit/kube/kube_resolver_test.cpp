@@ -204,3 +204,26 @@ TEST_CASE("hostile input never throws", "[kube][resolver]") {
     }
   }
 }
+
+TEST_CASE("NUL bytes in a labelSelector are read as the apiserver's lexer reads them", "[kube][resolver]") {
+  // "a\0b": the NUL ends the identifier `a` and is consumed, `b` follows: "a b" does not parse.
+  CHECK(resolve_kube("GET", "/api/v1/pods", "fieldSelector=metadata.name%3Dx&labelSelector=a%00b").name.empty());
+  // "a,\0x": the NUL right after the comma is consumed with it: "a,x" parses.
+  CHECK(resolve_kube("GET", "/api/v1/pods", "fieldSelector=metadata.name%3Dx&labelSelector=a,%00x").name == "x");
+  // "a, \0x": after whitespace the NUL starts a token, which ends the input: "a," does not parse.
+  CHECK(resolve_kube("GET", "/api/v1/pods", "fieldSelector=metadata.name%3Dx&labelSelector=a,%20%00x").name.empty());
+  // "a=b\0": the trailing NUL is consumed with `b`.
+  CHECK(resolve_kube("GET", "/api/v1/pods", "fieldSelector=metadata.name%3Dx&labelSelector=a%3Db%00").name == "x");
+  // "a \0=b": the NUL starts a token after whitespace, so the selector is just "a" (exists).
+  CHECK(resolve_kube("GET", "/api/v1/pods", "fieldSelector=metadata.name%3Dx&labelSelector=a%20%00%3Db").name == "x");
+}
+
+TEST_CASE("more than 10000 query parameters is refused, not guessed", "[kube][resolver]") {
+  std::string q = "watch=1";
+  for (int i = 0; i < 9999; ++i) q += "&";
+  CHECK(resolve_kube("GET", "/api/v1/pods", q).error.empty());  // 10000 parameters
+  CHECK(resolve_kube("GET", "/api/v1/pods", q).verb == "watch");
+  q += "&";
+  CHECK_FALSE(resolve_kube("GET", "/api/v1/pods", q).error.empty());
+  CHECK(resolve_kube("GET", "/version", q).error.empty());  // non-resource requests ignore the query
+}
