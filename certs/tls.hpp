@@ -3,11 +3,14 @@
 // version and shared read-only by all workers (a rotation builds a new one).
 #include <openssl/ssl.h>
 
+#include <cstdint>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "certs/identity.hpp"
 
@@ -48,5 +51,28 @@ std::optional<Identity> peer_identity(const SSL* ssl);
 
 // Identity of one certificate (no verification: the caller has verified the chain).
 Identity identity_from_x509(X509* cert);
+
+// --- Added beyond the first interface (issue 5) ---
+
+// Before connecting a client SSL: sends SNI and makes the handshake fail unless the server's
+// certificate names `server_name` (a DNS name, or an IP address checked against IP SANs).
+// Returns false (and sets nothing) when OpenSSL refuses the name. Never throws.
+bool expect_server_name(SSL* ssl, const std::string& server_name) noexcept;
+
+// One certificate a context presents (its leaf, then the rest of its chain).
+struct CertificateExpiry {
+  std::string subject;         // one-line RFC 2253 form, e.g. "CN=alice,O=ops"
+  std::string serial;          // lowercase hex
+  std::time_t not_after = 0;   // seconds since the epoch
+  std::int64_t seconds_left = 0;  // negative once expired
+};
+
+// The certificates ctx presents to peers, with the time left on each (for the expiry metric
+// and warnings). Empty for a context without a certificate. Never throws on odd certificates.
+std::vector<CertificateExpiry> certificate_expiry(SSL_CTX* ctx, std::time_t now);
+
+// Why the peer's certificate was not accepted, for the log line of a failed handshake
+// (e.g. "certificate has expired", "unsupported certificate purpose"); empty if it was.
+std::string peer_verify_error(const SSL* ssl);
 
 }  // namespace portcullis::certs
