@@ -1,0 +1,303 @@
+// The `docker:` rule form: actions, images, bind_sources and the `allow` list of dangerous
+// features. match_docker() is pure: every host lookup happened in inspect_docker_body().
+#include <algorithm>
+#include <cctype>
+#include <stdexcept>
+
+#include "proxy/policy/docker.hpp"
+#include "proxy/policy/docker_internal.hpp"
+
+namespace portcullis::policy {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool contains(const std::vector<std::string>& list, std::string_view item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
+
+std::string quoted_list(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + items[i];
+  return out + "]";
+}
+
+std::string family_of(std::string_view action) {
+  auto dot = action.find('.');
+  return dot == std::string_view::npos ? std::string() : std::string(action.substr(0, dot));
+}
+
+bool action_granted(const std::vector<std::string>& granted, const std::string& action) {
+  if (granted.empty()) return true;  // as elsewhere in the config: empty = any (known) action
+  for (const std::string& g : granted) {
+    if (g == "*" || g == action) return true;
+    if (g.ends_with(".*") && g.substr(0, g.size() - 2) == family_of(action)) return true;
+  }
+  return false;
+}
+
+// What a SecurityOpt entry relaxes: an `allow` name, "" when harmless, "never" when unknown.
+// Split as dockerd does: at the first '=', else (except no-new-privileges) at the first ':'.
+std::string security_opt_allow_name(std::string_view opt) {
+  std::string_view key = opt, value;
+  if (auto eq = opt.find('='); eq != std::string_view::npos) {
+    key = opt.substr(0, eq);
+    value = opt.substr(eq + 1);
+  } else if (opt != "no-new-privileges") {
+    if (auto colon = opt.find(':'); colon != std::string_view::npos) {
+      key = opt.substr(0, colon);
+      value = opt.substr(colon + 1);
+    }
+  }
+  std::string k = lower(key), v = lower(value);
+  if (k == "no-new-privileges") return "";
+  // Any profile other than the built-in one can allow every syscall.
+  if (k == "seccomp") return v == "builtin" ? "" : "seccomp_unconfined";
+  if (k == "apparmor") return v == "unconfined" ? "apparmor_unconfined" : "";
+  if (k == "label") {
+    if (v == "disable" || v == "type:spc_t" || v == "type:unconfined_t") return "label_disable";
+    return v.starts_with("user:") || v.starts_with("role:") || v.starts_with("type:") || v.starts_with("level:") ||
+                   v.starts_with("filetype:") || v == "nested"
+               ? ""
+               : "never";
+  }
+  if (k == "systempaths") return v == "unconfined" ? "systempaths_unconfined" : "never";
+  return "never";
+}
+
+struct Checker {
+  const DockerSpec& spec;
+  std::vector<std::string>* failed;
+  bool ok = true;
+
+  void fail(std::string why) {
+    ok = false;
+    if (failed != nullptr) failed->push_back(std::move(why));
+  }
+  // A dangerous feature: fine only when the rule names it in `allow`.
+  void feature(bool present, std::string_view allow, const std::string& what) {
+    if (present && !contains(spec.allow, allow))
+      fail(what + " not allowed (add \"" + std::string(allow) + "\" to allow)");
+  }
+  void mode(const std::string& value, std::string_view field, std::string_view allow) {
+    feature(!value.empty(), allow, std::string(field) + " " + value + " is");
+  }
+};
+
+}  // namespace
+
+namespace docker_detail {
+
+bool is_shared_namespace(std::string_view mode) {
+  std::string m = lower(mode);
+  return m == "host" || m.starts_with("container:");
+}
+
+const char* const kDocsNotes = R"(
+## How requests are judged
+
+- **Actions.** `actions: []` (or omitted) grants every known action, like `*`; `container.*` grants a
+  family. `unknown` is never granted.
+- **Bodies.** `POST /containers/create`, `/containers/{id}/update`, `/containers/{id}/exec`,
+  `/services/create`, `/services/{id}/update` and `/volumes/create` are buffered (up to
+  `inspect_body_bytes`) and inspected before anything is forwarded. Refused: a missing or empty
+  body, a Content-Type other than `application/json` (parameters allowed; a `charset` must be
+  UTF-8), invalid JSON or UTF-8, data after the JSON value, a key given twice at any depth
+  (compared as dockerd's Go decoder compares them: case-insensitively, so `Privileged` and
+  `privileged` are the same key), a field of the wrong type. Field names are matched
+  case-insensitively too. A create body's HostConfig fields are also read at the top level, where
+  old API versions took them.
+- **Form bodies.** `application/x-www-form-urlencoded` is refused on every Docker request: dockerd
+  would read `fromImage` and the like from it ahead of the query.
+- **Namespaces.** `host` and `container:<id>` (joining another container) both need the
+  `host_*` name. Services on the `host` network need `host_network`.
+- **Security options.** `seccomp=` anything but `builtin` (a custom profile can allow every
+  syscall) needs `seccomp_unconfined`; `apparmor=unconfined`, `label=disable` (and
+  `label=type:spc_t` / `unconfined_t`), `systempaths=unconfined` need their names; `MaskedPaths` or
+  `ReadonlyPaths` given explicitly count as `systempaths_unconfined`; unknown options are never
+  allowed. Services: `Privileges.Seccomp.Mode` other than `default`, `AppArmor.Mode` other than
+  `default` and `SELinuxContext.Disable` are the same features.
+- **Devices.** `Devices`, `DeviceRequests`, `DeviceCgroupRules` and a service's
+  `GenericResources` need `devices`. `CapAdd`, `Capabilities` and `CapabilityAdd` need `cap_add`.
+- **Ports.** A host port below 1024 (`PortBindings` `HostPort`, or a range starting there; `""`
+  and `"0"` are ephemeral) or a service `PublishedPort` below 1024 needs `low_host_ports`.
+
+## Bind mounts
+
+`Binds` sources that are absolute paths (a name is a volume), `Mounts` of type `bind` (and of any
+type dockerd does not know), and local-driver volumes that reach a host path (`o=bind` with
+`device=`, an absolute `device`, or path options like `lowerdir=`), in `/volumes/create` and in
+`Mounts` of type `volume` with `DriverConfig`, are bind sources. Each is resolved on the gateway
+host: symlinks followed, `..` removed (read both as the kernel reads it and as a path cleaner
+would: both must pass); a missing path is resolved up to its deepest existing directory.
+`bind_sources` patterns (`*` one segment, `**` any depth, including none) are matched against the
+resolved paths, so write them as canonical paths. Empty `bind_sources` allows no bind mount. The
+Docker socket (`/var/run/docker.sock`, `/run/docker.sock`, the upstream socket, and every
+directory above them, `/` included) is never allowed.
+
+## Image patterns
+
+Images are normalised as Docker does: `nginx` is `docker.io/library/nginx:latest`, `user/app` is
+`docker.io/user/app:latest`, `localhost:5000/x` keeps its registry, digests are kept
+(`name@sha256:...`, `name:tag@sha256:...`). Uppercase repository names are invalid and denied.
+A pattern is `registry/path[:tag][@digest]` and must name its registry (`docker.io/library/*`,
+not `library/*`). In the name part, `*` matches within one segment and `**` any number of
+segments; `*` or `**` alone matches every image. A pattern without a tag or digest matches every
+tag and digest of the names it matches; `:tag` (which may use `*`) requires a matching tag; and
+`@digest` the exact digest. Images are checked for `container.create` (`Image`, `image` mounts),
+`service.create` / `service.update` (`ContainerSpec.Image`) and `image.pull`
+(`fromImage` + `tag`; a pull without a tag fetches every tag and matches only tagless
+patterns). An image given by ID (`sha256:...`, 64 hex digits, or any all-hex string, which dockerd
+may resolve as an ID prefix) needs `image_ids`, and then skips the `images` patterns.
+`image.tag`, `image.build`, `image.load`, `image.import` and `container.commit` can give any
+content an allowed name: `portcullis check` warns when they are granted with `images`.
+)";
+
+}  // namespace docker_detail
+
+const std::vector<std::string>& docker_allow_names() {
+  static const std::vector<std::string> names{
+      "privileged",    "cap_add",        "host_network",       "host_pid",
+      "host_ipc",      "host_uts",       "host_userns",        "host_cgroupns",
+      "devices",       "sysctls",        "seccomp_unconfined", "apparmor_unconfined",
+      "label_disable", "systempaths_unconfined", "cgroup_parent", "low_host_ports",
+      "volumes_from",  "image_ids"};
+  return names;
+}
+
+bool match_docker(const DockerSpec& spec, const DockerAttributes& a, std::vector<std::string>* failed) {
+  Checker c{spec, failed};
+  if (!a.refusal.empty()) c.fail(a.refusal);
+  if (a.action == "unknown") {
+    c.fail("unknown Docker endpoint " + a.endpoint + " is never allowed");
+  } else if (!action_granted(spec.actions, a.action)) {
+    c.fail("action " + a.action + " not in " + quoted_list(spec.actions));
+  }
+  if (a.body != DockerBody::none && !a.body_inspected && a.refusal.empty())
+    c.fail("the request body was not inspected");
+
+  for (const DockerImage& img : a.images) {
+    if (!img.error.empty()) {
+      c.fail("image \"" + img.given + "\" (" + img.where + ") is not a valid reference: " + img.error);
+    } else if (img.is_id) {
+      c.feature(true, "image_ids", "image " + img.given + " is given by ID, which is");
+    } else if (!spec.images.empty()) {
+      ImageReference ref = parse_image_reference(img.name, false);
+      bool matched = std::any_of(spec.images.begin(), spec.images.end(),
+                                 [&](const std::string& p) { return image_pattern_matches(p, ref); });
+      if (!matched) c.fail("image " + img.name + " does not match " + quoted_list(spec.images));
+    }
+  }
+
+  c.feature(a.privileged, "privileged", "privileged containers are");
+  c.feature(!a.cap_add.empty(), "cap_add", "adding capabilities " + quoted_list(a.cap_add) + " is");
+  c.mode(a.network_mode, "network mode", "host_network");
+  c.mode(a.pid_mode, "PID mode", "host_pid");
+  c.mode(a.ipc_mode, "IPC mode", "host_ipc");
+  c.mode(a.uts_mode, "UTS mode", "host_uts");
+  c.mode(a.userns_mode, "user namespace mode", "host_userns");
+  c.mode(a.cgroupns_mode, "cgroup namespace mode", "host_cgroupns");
+  c.feature(!a.devices.empty(), "devices", "devices " + quoted_list(a.devices) + " are");
+  c.feature(!a.sysctls.empty(), "sysctls", "sysctls " + quoted_list(a.sysctls) + " are");
+  c.feature(!a.volumes_from.empty(), "volumes_from", "volumes from " + quoted_list(a.volumes_from) + " are");
+  c.feature(!a.cgroup_parent.empty(), "cgroup_parent", "cgroup parent " + a.cgroup_parent + " is");
+  c.feature(!a.low_host_ports.empty(), "low_host_ports",
+            "host ports below 1024 " + quoted_list(a.low_host_ports) + " are");
+  c.feature(a.masked_paths_overridden, "systempaths_unconfined", "replacing the masked /proc and /sys paths is");
+  for (const std::string& opt : a.security_opts) {
+    std::string allow = security_opt_allow_name(opt);
+    if (allow == "never") {
+      c.fail("security option \"" + opt + "\" is not understood by Portcullis and never allowed");
+    } else if (!allow.empty()) {
+      c.feature(true, allow, "security option " + opt + " is");
+    }
+  }
+  for (const std::string& what : a.never_allowed) c.fail(what + " is never allowed");
+
+  for (const DockerBind& b : a.binds) {
+    std::string head = "bind mount source " + b.source;
+    if (!b.error.empty()) {
+      c.fail(head + " (" + b.where + ") cannot be checked: " + b.error);
+      continue;
+    }
+    if (b.docker_socket) {
+      c.fail(head + " reaches the Docker socket and is never allowed");
+      continue;
+    }
+    for (const std::string& resolved : b.resolved) {
+      bool inside = std::any_of(spec.bind_sources.begin(), spec.bind_sources.end(),
+                                [&](const std::string& p) { return docker_detail::glob_segments(p, resolved); });
+      if (inside) continue;
+      std::string shown = resolved == b.source ? head : head + " (resolves to " + resolved + ")";
+      c.fail(shown + " is outside bind_sources " + quoted_list(spec.bind_sources));
+      break;
+    }
+  }
+  return c.ok;
+}
+
+void validate_docker_spec(const DockerSpec& spec) {
+  const auto& actions = docker_actions();
+  for (const std::string& action : spec.actions) {
+    if (action == "*" || contains(actions, action)) continue;
+    if (action.ends_with(".*")) {
+      std::string family = action.substr(0, action.size() - 2);
+      if (std::any_of(actions.begin(), actions.end(), [&](const std::string& a) { return family_of(a) == family; }))
+        continue;
+    }
+    throw std::invalid_argument("unknown docker action \"" + action +
+                                "\" (actions are listed in docs/docker-actions.md; families as container.*)");
+  }
+  for (const std::string& name : spec.allow)
+    if (!contains(docker_allow_names(), name))
+      throw std::invalid_argument("unknown docker allow name \"" + name + "\" (known: " +
+                                  quoted_list(docker_allow_names()) + ")");
+  for (const std::string& pattern : spec.images) {
+    auto bad = [&](const std::string& why) {
+      throw std::invalid_argument("docker image pattern \"" + pattern + "\": " + why);
+    };
+    if (pattern == "*" || pattern == "**") continue;
+    if (pattern.empty()) bad("empty");
+    std::string_view name = pattern;
+    if (auto at = name.find('@'); at != std::string_view::npos) {
+      std::string_view digest = name.substr(at + 1);
+      name = name.substr(0, at);
+      if (digest.find(':') == std::string_view::npos || digest.find('*') != std::string_view::npos)
+        bad("the digest must be written out, as sha256:<64 hex digits>");
+    }
+    if (auto colon = name.rfind(':'); colon != std::string_view::npos && name.find('/', colon) == std::string_view::npos)
+      name = name.substr(0, colon);
+    std::string_view first = name.substr(0, name.find('/'));
+    bool registry = first.find_first_of(".:") != std::string_view::npos || first == "localhost" || first == "*" ||
+                    first == "**";
+    if (!registry || name.find('/') == std::string_view::npos)
+      bad("name the registry, e.g. docker.io/library/nginx or docker.io/library/*");
+    if (name.find("//") != std::string_view::npos || name.ends_with('/')) bad("empty path segment");
+    if (std::any_of(name.begin() + static_cast<long>(first.size()), name.end(),
+                    [](char c) { return std::isupper(static_cast<unsigned char>(c)); }))
+      bad("repository names are lowercase");
+  }
+  for (const std::string& pattern : spec.bind_sources) {
+    auto bad = [&](const std::string& why) {
+      throw std::invalid_argument("docker bind_sources pattern \"" + pattern + "\": " + why);
+    };
+    if (pattern.empty() || pattern.front() != '/') bad("must be an absolute path");
+    std::string_view rest = std::string_view(pattern).substr(1);
+    if (rest.empty()) bad("\"/\" holds the Docker socket and is never allowed; name directories below it");
+    while (true) {
+      auto slash = rest.find('/');
+      std::string_view seg = rest.substr(0, slash);
+      if (seg.empty()) bad("empty path segment (\"//\" or a trailing \"/\")");
+      if (seg == "." || seg == "..") bad("\".\" and \"..\" are not allowed; write the canonical path");
+      if (seg.find("**") != std::string_view::npos && seg != "**") bad("\"**\" must be a whole segment");
+      if (slash == std::string_view::npos) break;
+      rest.remove_prefix(slash + 1);
+    }
+  }
+}
+
+}  // namespace portcullis::policy
