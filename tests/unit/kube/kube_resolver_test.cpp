@@ -3,6 +3,9 @@
 // the expected values are what the apiserver reports for the same method, path and query.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
+#include <string>
+
 #include "proxy/policy/kube.hpp"
 
 using portcullis::policy::KubeAttributes;
@@ -226,4 +229,30 @@ TEST_CASE("more than 10000 query parameters is refused, not guessed", "[kube][re
   q += "&";
   CHECK_FALSE(resolve_kube("GET", "/api/v1/pods", q).error.empty());
   CHECK(resolve_kube("GET", "/version", q).error.empty());  // non-resource requests ignore the query
+}
+
+TEST_CASE("random requests resolve and match without throwing", "[kube][resolver]") {
+  // Deterministic junk built from the pieces the parsers care about.
+  const char* atoms[] = {"/", "api", "apis", "v1", "watch", "proxy", "namespaces", "status", "finalize", "pods",
+                         "x", "", "=", "==", "!=", "&", ";", "%", "%2", "%3D", "%00", "%5C", "\\", ",", "(", ")",
+                         "!", " ", "in", "notin", "<", ">", "-1", "metadata.name", "fieldSelector", "labelSelector",
+                         "limit", "watch=", "false", "\xC5\xBF", "*"};
+  const std::size_t n = sizeof(atoms) / sizeof(atoms[0]);
+  std::uint32_t seed = 12345;
+  auto next = [&] {
+    seed = seed * 1664525u + 1013904223u;
+    return seed >> 8;
+  };
+  portcullis::policy::KubeSpec spec;
+  spec.resources = {"*"};
+  for (int i = 0; i < 20000; ++i) {
+    std::string path = "/", query;
+    for (std::uint32_t k = next() % 8; k > 0; --k) path += atoms[next() % n];
+    for (std::uint32_t k = next() % 12; k > 0; --k) query += atoms[next() % n];
+    const char* method = (next() % 2) ? "GET" : "DELETE";
+    KubeAttributes a;
+    REQUIRE_NOTHROW(a = resolve_kube(method, path, query));
+    REQUIRE_NOTHROW(portcullis::policy::match_kube(spec, a, nullptr));
+    REQUIRE_NOTHROW(portcullis::policy::describe(a));
+  }
 }
