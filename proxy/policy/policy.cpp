@@ -200,32 +200,62 @@ void check_path_pattern(std::size_t i, const std::string& rule, const std::strin
                                      "\"); write it that way");
 }
 
-std::string describe_peer(const certs::Identity* peer) {
-  if (!peer) return "a peer without a verified client certificate";
-  if (!peer->spiffe.empty()) return peer->spiffe;
-  if (!peer->user.empty()) {
-    std::string out = "user " + peer->user;
-    if (!peer->groups.empty()) out += " (groups " + join(peer->groups) + ")";
-    return out;
+// Reasons are built by appending into one string: decide() builds one per request.
+void append_peer(std::string& out, const certs::Identity* peer) {
+  if (!peer) {
+    out += "a peer without a verified client certificate";
+  } else if (!peer->spiffe.empty()) {
+    out += peer->spiffe;
+  } else if (!peer->user.empty()) {
+    out += "user ";
+    out += peer->user;
+    if (!peer->groups.empty()) {
+      out += " (groups ";
+      out += join(peer->groups);
+      out += ')';
+    }
+  } else {
+    out += "a certificate without SPIFFE ID or CN (sha256 ";
+    out += peer->fingerprint_sha256;
+    out += ')';
   }
-  return "a certificate without SPIFFE ID or CN (sha256 " + peer->fingerprint_sha256 + ")";
+}
+std::string describe_peer(const certs::Identity* peer) {
+  std::string out;
+  append_peer(out, peer);
+  return out;
 }
 
-std::string describe_request(const Request& r) {
-  if (r.kube && r.kube->error.empty()) return describe(*r.kube);
+// The query is left out: it can be long, and the access log has it (url.query).
+void append_request(std::string& out, const Request& r) {
+  if (r.kube && r.kube->error.empty()) {
+    out += describe(*r.kube);
+    return;
+  }
 #ifdef PORTCULLIS_POLICY_HAS_DOCKER
   if (r.docker) {
-    std::string out = "docker " + r.docker->action + " (" + std::string(r.method) + " " + std::string(r.path) + ")";
-    return out;
+    out += "docker ";
+    out += r.docker->action;
+    out += " (";
+    out += r.method;
+    out += ' ';
+    out += r.path;
+    out += ')';
+    return;
   }
 #endif
-  std::string out(r.method);
+  out += r.method;
   out += ' ';
   out += r.path;
-  if (!r.query.empty()) {
-    out += '?';
-    out += r.query;
-  }
+}
+
+std::string decision_reason(std::string_view lead, const Request& r, const certs::Identity* peer) {
+  std::string out;
+  out.reserve(lead.size() + r.method.size() + r.path.size() + 96);
+  out += lead;
+  append_request(out, r);
+  out += " for ";
+  append_peer(out, peer);
   return out;
 }
 
@@ -484,11 +514,11 @@ Decision Policy::decide(const Request& request) const {
   if (best != no_rule) {
     d.outcome = Decision::Outcome::allow;
     d.rule = impl.rules[best].name;
-    d.reason = "rule " + d.rule + " allows " + describe_request(request) + " for " + describe_peer(request.peer);
+    d.reason = decision_reason("rule " + d.rule + " allows ", request, request.peer);
     return d;
   }
   d.outcome = mode_ == Mode::audit ? Decision::Outcome::audit_deny : Decision::Outcome::deny;
-  d.reason = "no rule allows " + describe_request(request) + " for " + describe_peer(request.peer);
+  d.reason = decision_reason("no rule allows ", request, request.peer);
   return d;
 }
 
