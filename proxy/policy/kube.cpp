@@ -720,35 +720,44 @@ bool match_kube(const KubeSpec& spec, const KubeAttributes& a, std::vector<std::
 // --- validate_kube_spec --------------------------------------------------------------------
 
 void validate_kube_spec(const KubeSpec& spec) {
-  auto bad = [](const std::string& what) { throw std::invalid_argument(what); };
+  auto bad = [](const std::string& what, const char* field, std::size_t index) {
+    throw KubeSpecError(what, field, index);
+  };
   const bool non_resource = !spec.non_resource_urls.empty();
   if (non_resource && (!spec.resources.empty() || !spec.namespaces.empty() || !spec.names.empty()))
-    bad("non_resource_urls cannot be combined with resources, namespaces or names (use two rules)");
-  for (const std::string& v : spec.verbs) {
+    bad("non_resource_urls cannot be combined with resources, namespaces or names (use two rules)",
+        "non_resource_urls", 0);
+  for (std::size_t i = 0; i < spec.verbs.size(); ++i) {
+    const std::string& v = spec.verbs[i];
     if (v == "*") continue;
     if (non_resource ? known(non_resource_verbs, v) : known(resource_verbs, v)) continue;
     std::string msg = "unknown verb \"" + v + "\"";
     if (ascii_lower(v) != v) msg += " (verbs are lowercase)";
     msg += non_resource ? "; with non_resource_urls, expected one of: " + list_of(non_resource_verbs)
                         : "; expected one of: " + list_of(resource_verbs);
-    bad(msg + ", *");
+    bad(msg + ", *", "verbs", i);
   }
-  for (const std::string& r : spec.resources) {
+  for (std::size_t i = 0; i < spec.resources.size(); ++i) {
     std::string why;
-    if (!parse_resource_pattern(r, &why)) bad("bad resource \"" + r + "\": " + why);
+    if (!parse_resource_pattern(spec.resources[i], &why))
+      bad("bad resource \"" + spec.resources[i] + "\": " + why, "resources", i);
   }
-  for (const std::string& ns : spec.namespaces) {
+  for (std::size_t i = 0; i < spec.namespaces.size(); ++i) {
+    const std::string& ns = spec.namespaces[i];
     if (ns.empty() || ns == "*") continue;
     if (ns.size() > 63 || !is_lower_alnum(ns.front()) || !is_lower_alnum(ns.back()) ||
         !std::all_of(ns.begin(), ns.end(), [](char c) { return is_lower_alnum(c) || c == '-'; }))
-      bad("bad namespace \"" + ns + "\": expected a DNS label, \"\" (cluster scope) or `*`");
+      bad("bad namespace \"" + ns + "\": expected a DNS label, \"\" (cluster scope) or `*`", "namespaces", i);
   }
-  for (const std::string& name : spec.names) {
+  for (std::size_t i = 0; i < spec.names.size(); ++i) {
+    const std::string& name = spec.names[i];
     if (name.empty() || !is_valid_path_segment_name(name))
-      bad("bad name \"" + name + "\": names are non-empty and hold no '/' or '%' (and are not . or ..)");
+      bad("bad name \"" + name + "\": names are non-empty and hold no '/' or '%' (and are not . or ..)", "names", i);
   }
-  for (const std::string& u : spec.non_resource_urls) {
-    if (std::string why = check_url_pattern(u); !why.empty()) bad("bad non_resource_url \"" + u + "\": " + why);
+  for (std::size_t i = 0; i < spec.non_resource_urls.size(); ++i) {
+    const std::string& u = spec.non_resource_urls[i];
+    if (std::string why = check_url_pattern(u); !why.empty())
+      bad("bad non_resource_url \"" + u + "\": " + why, "non_resource_urls", i);
   }
 }
 

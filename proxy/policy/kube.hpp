@@ -5,8 +5,11 @@
 // the verb, group, version, namespace, resource, subresource and name that the apiserver's
 // authorizer would see for the same request, so that a rule written in RBAC terms means here
 // what it would mean there. Pure code: no I/O, and nothing here throws on request data.
+#include <cstddef>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "proxy/policy/spec.hpp"
@@ -68,8 +71,17 @@ bool kube_requires_create(const KubeAttributes& a);
 // resource requests. Never throws.
 bool match_kube(const KubeSpec& spec, const KubeAttributes& a, std::vector<std::string>* failed);
 
-// Throws std::invalid_argument naming the first bad entry (unknown verb, malformed resource or
-// URL pattern, resources mixed with non_resource_urls, ...). For the config loader.
+// The first bad entry of a KubeSpec: which list (`verbs`, `resources`, `namespaces`, `names`,
+// `non_resource_urls`) and which item of it, so that the loader can point at that item.
+struct KubeSpecError : std::invalid_argument {
+  KubeSpecError(const std::string& what, std::string field_, std::size_t index_)
+      : std::invalid_argument(what), field(std::move(field_)), index(index_) {}
+  std::string field;
+  std::size_t index = 0;
+};
+
+// Throws KubeSpecError (a std::invalid_argument) naming the first bad entry (unknown verb,
+// malformed resource or URL pattern, resources mixed with non_resource_urls, ...).
 void validate_kube_spec(const KubeSpec& spec);
 
 // For deny messages and logs, the parts that follow `user "bob" cannot `:

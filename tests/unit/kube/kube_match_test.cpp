@@ -279,3 +279,22 @@ TEST_CASE("describe and kube_resource_string", "[kube][describe]") {
   CHECK(kube_resource_string(req("PATCH", "/apis/apps/v1/namespaces/p/deployments/w/scale")) == "deployments/scale.apps");
   CHECK(kube_resource_string(req("GET", "/version")).empty());
 }
+
+TEST_CASE("validate_kube_spec says which entry is bad", "[kube][validate]") {
+  KubeSpec s;
+  s.verbs = {"get", "list"};
+  s.resources = {"pods", "deployments.apps", "Secrets"};
+  try {
+    validate_kube_spec(s);
+    FAIL("no error");
+  } catch (const KubeSpecError& e) {
+    CHECK(e.field == "resources");
+    CHECK(e.index == 2);
+  }
+  s.resources = {"pods"};
+  s.names = {"ok", "a/b"};
+  CHECK_THROWS_MATCHES(validate_kube_spec(s), KubeSpecError,
+                       Catch::Predicate<KubeSpecError>([](const KubeSpecError& e) {
+                         return e.field == "names" && e.index == 1;
+                       }));
+}
