@@ -98,6 +98,12 @@ struct DockerHostPaths {
 std::optional<std::string> inspect_docker_body(std::string_view content_type, std::string_view body,
                                                DockerAttributes& attrs, const DockerHostPaths& host = {});
 
+// What no rule may allow, whatever its conditions, even a rule without `docker:` (call it for
+// every request on a docker listener): attrs.refusal, an unknown endpoint, a body that was not
+// inspected, attrs.never_allowed, unknown security options, invalid image references, bind
+// sources that reach the Docker socket or cannot be resolved. match_docker() fails on these too.
+std::optional<std::string> docker_refusal(const DockerAttributes& attrs);
+
 // Does the `docker:` rule allow the request? `failed` (optional) receives every failed condition
 // in words, e.g. `privileged containers are not allowed (add "privileged" to allow)`.
 bool match_docker(const DockerSpec& spec, const DockerAttributes& attrs, std::vector<std::string>* failed);

@@ -221,6 +221,11 @@ class BodyReader {
     a_.images.push_back(docker_detail::run_image("Image", string(root.find("Image"), "Image")));
     host_config(root, "");
     if (const JsonValue* hc = object(root.find("HostConfig"), "HostConfig")) host_config(*hc, "HostConfig.");
+    // An endpoint on the "host" network attaches the container to the host's network stack.
+    const JsonValue* net = object(root.find("NetworkingConfig"), "NetworkingConfig");
+    if (const JsonValue* eps = net ? object(net->find("EndpointsConfig"), "NetworkingConfig.EndpointsConfig") : nullptr)
+      for (const auto& m : eps->members)
+        if (lower(m.key) == "host") a_.network_mode = "host";
   }
 
   void service(const JsonValue& root) {

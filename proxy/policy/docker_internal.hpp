@@ -40,6 +40,7 @@ struct JsonValue {
 };
 struct JsonMember {
   std::string key;
+  std::string folded_key;  // fold_key(key)
   JsonValue value;
 };
 // Go's folding of a key as far as it can matter for ASCII field names: ASCII letters lowercased,
@@ -54,6 +55,7 @@ std::string lexically_clean(std::string_view absolute_path);
 // Fills bind.resolved / bind.error / bind.docker_socket.
 void resolve_bind(DockerBind& bind, const DockerHostPaths& host);
 // Segment glob: `*` matches within one segment, a `**` segment any number of segments (even none).
+// Validated patterns have `**` only as their last segment, which keeps matching linear.
 bool glob_segments(std::string_view pattern, std::string_view subject);
 
 extern const char* const kDocsNotes;

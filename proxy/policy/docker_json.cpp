@@ -5,8 +5,8 @@
 // compared as Go compares them.
 #include <boost/json/basic_parser_impl.hpp>
 
-#include <algorithm>
 #include <new>
+#include <unordered_set>
 
 #include "proxy/policy/docker_internal.hpp"
 
@@ -64,14 +64,13 @@ class TreeBuilder {
   bool on_key(boost::json::string_view s, std::size_t, boost::json::error_code& ec) {
     part_.append(s.data(), s.size());
     std::string folded = fold_key(part_);
-    auto& seen = keys_.back();
-    if (std::find(seen.begin(), seen.end(), folded) != seen.end()) {
+    if (!keys_.back().insert(folded).second) {
       error = "duplicate key \"" + part_ + "\"" + where() +
               " (Docker reads keys case-insensitively and keeps the last one)";
       ec = boost::json::error::syntax;
       return false;
     }
-    seen.push_back(std::move(folded));
+    folded_ = std::move(folded);
     key_ = std::move(part_);
     part_.clear();
     return true;
@@ -115,8 +114,9 @@ class TreeBuilder {
       root.emplace();
       v = &*root;
     } else if (JsonValue* parent = stack_.back(); parent->kind == JsonValue::Kind::object) {
-      parent->members.push_back(JsonMember{std::move(key_), {}});
+      parent->members.push_back(JsonMember{std::move(key_), std::move(folded_), {}});
       key_.clear();
+      folded_.clear();
       v = &parent->members.back().value;
     } else {
       parent->items.emplace_back();
@@ -147,8 +147,8 @@ class TreeBuilder {
   }
 
   std::vector<JsonValue*> stack_;
-  std::vector<std::vector<std::string>> keys_;  // folded keys seen, per open object
-  std::string part_, key_;
+  std::vector<std::unordered_set<std::string>> keys_;  // folded keys seen, per open object
+  std::string part_, key_, folded_;
 };
 
 }  // namespace
@@ -178,7 +178,7 @@ const JsonValue* JsonValue::find(std::string_view key) const {
   if (kind != Kind::object) return nullptr;
   std::string folded = fold_key(key);
   for (const JsonMember& m : members)
-    if (fold_key(m.key) == folded) return &m.value;
+    if (m.folded_key == folded) return &m.value;
   return nullptr;
 }
 

@@ -108,13 +108,15 @@ const char* const kDocsNotes = R"(
   body, a Content-Type other than `application/json` (parameters allowed; a `charset` must be
   UTF-8), invalid JSON or UTF-8, data after the JSON value, a key given twice at any depth
   (compared as dockerd's Go decoder compares them: case-insensitively, so `Privileged` and
-  `privileged` are the same key), a field of the wrong type. Field names are matched
+  `privileged` are the same key; inside maps such as `Labels` too, where Go would keep both),
+  a field of the wrong type. Field names are matched
   case-insensitively too. A create body's HostConfig fields are also read at the top level, where
   old API versions took them.
 - **Form bodies.** `application/x-www-form-urlencoded` is refused on every Docker request: dockerd
   would read `fromImage` and the like from it ahead of the query.
 - **Namespaces.** `host` and `container:<id>` (joining another container) both need the
-  `host_*` name. Services on the `host` network need `host_network`.
+  `host_*` name. An endpoint on the `host` network (`NetworkingConfig.EndpointsConfig`, a
+  service's `Networks`) and `docker build --network host` need `host_network`.
 - **Security options.** `seccomp=` anything but `builtin` (a custom profile can allow every
   syscall) needs `seccomp_unconfined`; `apparmor=unconfined`, `label=disable` (and
   `label=type:spc_t` / `unconfined_t`), `systempaths=unconfined` need their names; `MaskedPaths` or
@@ -134,7 +136,7 @@ type dockerd does not know), and local-driver volumes that reach a host path (`o
 `Mounts` of type `volume` with `DriverConfig`, are bind sources. Each is resolved on the gateway
 host: symlinks followed, `..` removed (read both as the kernel reads it and as a path cleaner
 would: both must pass); a missing path is resolved up to its deepest existing directory.
-`bind_sources` patterns (`*` one segment, `**` any depth, including none) are matched against the
+`bind_sources` patterns (`*` within one segment, a last `**` any depth, including none) are matched against the
 resolved paths, so write them as canonical paths. Empty `bind_sources` allows no bind mount. The
 Docker socket (`/var/run/docker.sock`, `/run/docker.sock`, the upstream socket, and every
 directory above them, `/` included) is never allowed.
@@ -145,8 +147,8 @@ Images are normalised as Docker does: `nginx` is `docker.io/library/nginx:latest
 `docker.io/user/app:latest`, `localhost:5000/x` keeps its registry, digests are kept
 (`name@sha256:...`, `name:tag@sha256:...`). Uppercase repository names are invalid and denied.
 A pattern is `registry/path[:tag][@digest]` and must name its registry (`docker.io/library/*`,
-not `library/*`). In the name part, `*` matches within one segment and `**` any number of
-segments; `*` or `**` alone matches every image. A pattern without a tag or digest matches every
+not `library/*`). In the name part, `*` matches within one segment and a last `**` segment any
+number of segments; `*` or `**` alone matches every image. A pattern without a tag or digest matches every
 tag and digest of the names it matches; `:tag` (which may use `*`) requires a matching tag; and
 `@digest` the exact digest. Images are checked for `container.create` (`Image`, `image` mounts),
 `service.create` / `service.update` (`ContainerSpec.Image`) and `image.pull`
@@ -169,21 +171,49 @@ const std::vector<std::string>& docker_allow_names() {
   return names;
 }
 
+namespace {
+
+// What no rule can allow, whatever its conditions (also a rule without `docker:`).
+void never_allowed_failures(const DockerAttributes& a, std::vector<std::string>& out) {
+  if (!a.refusal.empty()) out.push_back(a.refusal);
+  if (a.action == "unknown") out.push_back("unknown Docker endpoint " + a.endpoint + " is never allowed");
+  if (a.body != DockerBody::none && !a.body_inspected && a.refusal.empty())
+    out.push_back("the request body was not inspected");
+  for (const std::string& what : a.never_allowed) out.push_back(what + " is never allowed");
+  for (const std::string& opt : a.security_opts)
+    if (security_opt_allow_name(opt) == "never")
+      out.push_back("security option \"" + opt + "\" is not understood by Portcullis and never allowed");
+  for (const DockerImage& img : a.images)
+    if (!img.error.empty())
+      out.push_back("image \"" + img.given + "\" (" + img.where + ") is not a valid reference: " + img.error);
+  for (const DockerBind& b : a.binds) {
+    if (!b.error.empty())
+      out.push_back("bind mount source " + b.source + " (" + b.where + ") cannot be checked: " + b.error);
+    else if (b.docker_socket)
+      out.push_back("bind mount source " + b.source + " reaches the Docker socket and is never allowed");
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> docker_refusal(const DockerAttributes& attrs) {
+  std::vector<std::string> failures;
+  never_allowed_failures(attrs, failures);
+  if (failures.empty()) return std::nullopt;
+  return failures.front();
+}
+
 bool match_docker(const DockerSpec& spec, const DockerAttributes& a, std::vector<std::string>* failed) {
   Checker c{spec, failed};
-  if (!a.refusal.empty()) c.fail(a.refusal);
-  if (a.action == "unknown") {
-    c.fail("unknown Docker endpoint " + a.endpoint + " is never allowed");
-  } else if (!action_granted(spec.actions, a.action)) {
+  std::vector<std::string> never;
+  never_allowed_failures(a, never);
+  for (std::string& why : never) c.fail(std::move(why));
+  if (a.action != "unknown" && !action_granted(spec.actions, a.action))
     c.fail("action " + a.action + " not in " + quoted_list(spec.actions));
-  }
-  if (a.body != DockerBody::none && !a.body_inspected && a.refusal.empty())
-    c.fail("the request body was not inspected");
 
   for (const DockerImage& img : a.images) {
-    if (!img.error.empty()) {
-      c.fail("image \"" + img.given + "\" (" + img.where + ") is not a valid reference: " + img.error);
-    } else if (img.is_id) {
+    if (!img.error.empty()) continue;  // reported above
+    if (img.is_id) {
       c.feature(true, "image_ids", "image " + img.given + " is given by ID, which is");
     } else if (!spec.images.empty()) {
       ImageReference ref = parse_image_reference(img.name, false);
@@ -210,30 +240,18 @@ bool match_docker(const DockerSpec& spec, const DockerAttributes& a, std::vector
   c.feature(a.masked_paths_overridden, "systempaths_unconfined", "replacing the masked /proc and /sys paths is");
   for (const std::string& opt : a.security_opts) {
     std::string allow = security_opt_allow_name(opt);
-    if (allow == "never") {
-      c.fail("security option \"" + opt + "\" is not understood by Portcullis and never allowed");
-    } else if (!allow.empty()) {
-      c.feature(true, allow, "security option " + opt + " is");
-    }
+    if (!allow.empty() && allow != "never") c.feature(true, allow, "security option " + opt + " is");
   }
-  for (const std::string& what : a.never_allowed) c.fail(what + " is never allowed");
 
   for (const DockerBind& b : a.binds) {
-    std::string head = "bind mount source " + b.source;
-    if (!b.error.empty()) {
-      c.fail(head + " (" + b.where + ") cannot be checked: " + b.error);
-      continue;
-    }
-    if (b.docker_socket) {
-      c.fail(head + " reaches the Docker socket and is never allowed");
-      continue;
-    }
+    if (!b.error.empty() || b.docker_socket) continue;  // reported above
     for (const std::string& resolved : b.resolved) {
       bool inside = std::any_of(spec.bind_sources.begin(), spec.bind_sources.end(),
                                 [&](const std::string& p) { return docker_detail::glob_segments(p, resolved); });
       if (inside) continue;
-      std::string shown = resolved == b.source ? head : head + " (resolves to " + resolved + ")";
-      c.fail(shown + " is outside bind_sources " + quoted_list(spec.bind_sources));
+      std::string head = "bind mount source " + b.source;
+      if (resolved != b.source) head += " (resolves to " + resolved + ")";
+      c.fail(head + " is outside bind_sources " + quoted_list(spec.bind_sources));
       break;
     }
   }
@@ -277,6 +295,8 @@ void validate_docker_spec(const DockerSpec& spec) {
     if (!registry || name.find('/') == std::string_view::npos)
       bad("name the registry, e.g. docker.io/library/nginx or docker.io/library/*");
     if (name.find("//") != std::string_view::npos || name.ends_with('/')) bad("empty path segment");
+    if (auto stars = name.find("**"); stars != std::string_view::npos && (stars == 0 || stars + 2 != name.size() || name[stars - 1] != '/'))
+      bad("\"**\" may only be the last segment");
     if (std::any_of(name.begin() + static_cast<long>(first.size()), name.end(),
                     [](char c) { return std::isupper(static_cast<unsigned char>(c)); }))
       bad("repository names are lowercase");
@@ -293,7 +313,8 @@ void validate_docker_spec(const DockerSpec& spec) {
       std::string_view seg = rest.substr(0, slash);
       if (seg.empty()) bad("empty path segment (\"//\" or a trailing \"/\")");
       if (seg == "." || seg == "..") bad("\".\" and \"..\" are not allowed; write the canonical path");
-      if (seg.find("**") != std::string_view::npos && seg != "**") bad("\"**\" must be a whole segment");
+      if (seg.find("**") != std::string_view::npos && (seg != "**" || slash != std::string_view::npos))
+        bad("\"**\" may only be the last segment");
       if (slash == std::string_view::npos) break;
       rest.remove_prefix(slash + 1);
     }

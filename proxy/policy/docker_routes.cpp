@@ -294,9 +294,13 @@ void resolve_query_facts(DockerAttributes& a, std::string_view raw_query) {
 
 }  // namespace
 
-DockerAttributes resolve_docker(std::string_view method, std::string_view path, std::string_view raw_query) {
+DockerAttributes resolve_docker(std::string_view method, std::string_view raw_path, std::string_view raw_query) {
   DockerAttributes a;
-  a.endpoint = std::string(path);
+  a.endpoint = std::string(raw_path);
+  // dockerd routes on the decoded path (Go's URL.Path); what does not decode is refused there.
+  auto decoded_path = docker_detail::percent_decode(raw_path, false);
+  if (!decoded_path) return a;
+  std::string_view path = *decoded_path;
   // dockerd's mux accepts /v{version:[0-9.]+}/... as well as the bare path.
   if (path.size() > 2 && path.substr(0, 2) == "/v") {
     auto slash = path.find('/', 2);
@@ -323,8 +327,7 @@ DockerAttributes resolve_docker(std::string_view method, std::string_view path, 
       a.action = std::string(r.action);
       a.endpoint = std::string(r.path);
       a.body = r.body;
-      auto decoded = docker_detail::percent_decode(object, false);
-      a.object = decoded ? *decoded : object;
+      a.object = std::move(object);
       resolve_query_facts(a, raw_query);
       return a;
     }
@@ -340,8 +343,9 @@ std::string docker_actions_markdown() {
       "On a `protocol: docker` listener every request maps to one action, after any `/v1.NN` prefix\n"
       "is stripped. A `docker:` rule grants actions by name, by family (`container.*`) or all of them\n"
       "(`*`, every action listed here). An endpoint not in this table is `unknown`, which no rule\n"
-      "grants, not even `*`. `HEAD` is judged as the `GET` of the same path. `{id}` is one path\n"
-      "segment; `{name}` may span several (image names contain `/`), as in dockerd's own router.\n\n"
+      "grants, not even `*`. `HEAD` is judged as the `GET` of the same path. Paths are judged\n"
+      "percent-decoded, and `{id}` is one path segment while `{name}` may span several (image names\n"
+      "contain `/`), as in dockerd's own router, which takes the first route that matches.\n\n"
       "| method | endpoint | action |\n|---|---|---|\n";
   for (const Route& r : kRoutes) {
     std::string action = "`" + std::string(r.action) + "`";

@@ -146,6 +146,24 @@ TEST_CASE("harmless settings are not recorded") {
   CHECK(r.attrs.low_host_ports.empty());
 }
 
+TEST_CASE("an endpoint on the host network is host networking") {
+  auto r = create(R"({"Image":"nginx","NetworkingConfig":{"EndpointsConfig":{"host":{}}}})");
+  REQUIRE_FALSE(r.refusal);
+  CHECK(r.attrs.network_mode == "host");
+}
+
+TEST_CASE("many keys are checked for duplicates in linear time") {
+  std::string body = R"({"Image":"nginx","Labels":{)";
+  for (int i = 0; i < 50000; ++i) body += (i ? "," : "") + std::string("\"k") + std::to_string(i) + "\":\"v\"";
+  body += "}}";
+  auto r = create(body);
+  CHECK_FALSE(r.refusal);
+  body.insert(body.size() - 2, R"(,"K49999":"x")");
+  r = create(body);
+  REQUIRE(r.refusal);
+  CHECK(r.refusal->find("duplicate key \"K49999\" in Labels") != std::string::npos);
+}
+
 TEST_CASE("old-API top-level HostConfig fields are read too") {
   auto r = create(R"({"Image":"nginx","Privileged":true,"Binds":["/:/host"]})");
   REQUIRE_FALSE(r.refusal);

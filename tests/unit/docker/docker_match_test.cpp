@@ -205,6 +205,24 @@ TEST_CASE("refused and uninspected bodies fail the rule") {
   CHECK(failed == std::vector<std::string>{"the request body was not inspected"});
 }
 
+TEST_CASE("docker_refusal: what no rule can allow") {
+  auto refusal = [](std::string_view method, std::string_view path, std::string_view body = "") {
+    DockerAttributes a = resolve_docker(method, path, "");
+    if (a.body != DockerBody::none) inspect_docker_body("application/json", body, a, identity_host());
+    return docker_refusal(a);
+  };
+  CHECK_FALSE(refusal("GET", "/containers/json"));
+  CHECK_FALSE(refusal("POST", "/containers/create", R"({"Image":"evil/x","HostConfig":{"Privileged":true}})"));
+  CHECK(refusal("GET", "/nope"));
+  CHECK(refusal("POST", "/containers/create", ""));
+  CHECK(refusal("POST", "/containers/create", R"({"Image":"nginx","HostConfig":{"Binds":["/run:/r"]}})"));
+  CHECK(refusal("POST", "/containers/create", R"({"Image":"nginx","HostConfig":{"SecurityOpt":["x=y"]}})"));
+  CHECK(refusal("POST", "/containers/create", R"({"Image":"NGINX"})"));
+  CHECK(refusal("POST", "/services/create", R"({"TaskTemplate":{"PluginSpec":{}}})"));
+  DockerAttributes uninspected = resolve_docker("POST", "/volumes/create", "");
+  CHECK(docker_refusal(uninspected) == std::optional<std::string>("the request body was not inspected"));
+}
+
 TEST_CASE("service create with privileges is denied; volume create binding / is never allowed") {
   DockerSpec s = ops();
   s.actions = {"service.create", "volume.create"};
@@ -313,13 +331,14 @@ TEST_CASE("validate_docker_spec names the bad entry") {
   s = {};
   s.allow = {"privilegd"};
   CHECK(error(s).find("unknown docker allow name \"privilegd\"") != std::string::npos);
-  for (const char* bad : {"nginx", "library/*", "docker.io/Library/x", "docker.io//x", ""}) {
+  for (const char* bad : {"nginx", "library/*", "docker.io/Library/x", "docker.io//x", "", "docker.io/**/x",
+                          "**/x", "docker.io/a**"}) {
     s = {};
     s.images = {bad};
     INFO(bad);
     CHECK(error(s).find("docker image pattern") != std::string::npos);
   }
-  for (const char* bad : {"srv/data", "/srv/../etc", "/srv/./x", "/srv//x", "/srv/", "/", "/a**"}) {
+  for (const char* bad : {"srv/data", "/srv/../etc", "/srv/./x", "/srv//x", "/srv/", "/", "/a**", "/**/x"}) {
     s = {};
     s.bind_sources = {bad};
     INFO(bad);

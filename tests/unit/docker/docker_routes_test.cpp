@@ -173,6 +173,13 @@ TEST_CASE("{name} spans segments as mux's .* does; {id} does not") {
   CHECK(resolve_docker("DELETE", "/containers/a%20b", "").object == "a b");
 }
 
+TEST_CASE("paths are judged decoded, as dockerd routes them") {
+  CHECK(action("POST", "/containers/x/%73tart") == "container.start");
+  CHECK(action("GET", "/containers/x/%61ttach/ws") == "container.attach");
+  CHECK(action("GET", "/v1.47/images/x/%67et") == "image.save");
+  CHECK(action("GET", "/containers/x/json%zz") == "unknown");
+}
+
 TEST_CASE("unknown endpoints and methods are unknown") {
   CHECK(action("GET", "/containers/abc") == "unknown");
   CHECK(action("POST", "/containers/json") == "unknown");
