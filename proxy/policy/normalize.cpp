@@ -109,13 +109,16 @@ std::string canonical_segment(std::string_view raw, std::string& out, std::strin
     if (v < 0x20 || v == 0x7F) return "encoded control character " + hex_byte(v) + " in path";
     if (v == '/') return "encoded slash %2F in path";
     if (v == '\\') return "encoded backslash %5C in path";
-    if (v == '%' && i + 2 < raw.size() && hex_value(raw[i + 1]) >= 0 && hex_value(raw[i + 2]) >= 0)
-      return "double percent-encoding (%25 followed by hex digits) in path";
     decoded += static_cast<char>(v);
     if (is_unreserved(static_cast<unsigned char>(v)))
       out += static_cast<char>(v);
     else
       out += hex_byte(v);
+  }
+  // Checked on the result, so that "%25%41a" (which becomes "%25Aa") is caught too.
+  for (std::size_t k = out.find("%25"); k != std::string::npos; k = out.find("%25", k + 3)) {
+    if (k + 4 < out.size() && hex_value(out[k + 3]) >= 0 && hex_value(out[k + 4]) >= 0)
+      return "double percent-encoding (%25 followed by hex digits) in path";
   }
   return check_utf8(decoded);
 }

@@ -73,6 +73,7 @@ constexpr Case cases[] = {
     {"GET", "/public/%252F..%252Fadmin", Expect::rejected, ""},
     {"GET", "/public/%252e%252e/admin", Expect::rejected, ""},
     {"GET", "/public/%2541", Expect::rejected, ""},
+    {"GET", "/public/%25%41a", Expect::rejected, ""},  // would become "%25Aa"
     {"GET", "/public/%25", Expect::allow, "/public/%25"},
     // UTF-8: overlong, surrogates, invalid bytes, raw non-ASCII; valid sequences kept encoded
     {"GET", "/public/%C0%AE%C0%AE/admin", Expect::rejected, ""},
