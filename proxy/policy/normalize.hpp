@@ -1,6 +1,7 @@
 #pragma once
 // Request-target normalisation (RFC 3986 / RFC 9112 3.2): one spelling per resource, so that a
 // rule cannot be dodged by encoding. What cannot be normalised safely is rejected (400).
+// The exact choices are listed at the top of normalize.cpp and in docs/policy.md.
 #include <string>
 #include <string_view>
 
@@ -9,7 +10,7 @@ namespace portcullis::policy {
 struct NormalizedTarget {
   bool ok = false;
   std::string error;      // why it was rejected (when !ok), for the 400 body and the log
-  std::string path;       // normalised path, always starting with '/'
+  std::string path;       // normalised path, always starting with '/' ("*" for OPTIONS *)
   std::string query;      // without '?', as sent (validated)
   std::string authority;  // host[:port] from an absolute-form target, lowercased; else empty
 };
