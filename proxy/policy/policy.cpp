@@ -10,15 +10,10 @@
 #include <limits>
 #include <stdexcept>
 
+#include "proxy/policy/docker.hpp"
 #include "proxy/policy/glob.hpp"
 #include "proxy/policy/kube.hpp"
 #include "proxy/policy/normalize.hpp"
-// The Docker rule form lands separately (issue 9); until its header is in the tree, a rule with
-// `docker:` compiles but never matches.
-#if __has_include("proxy/policy/docker.hpp")
-#include "proxy/policy/docker.hpp"
-#define PORTCULLIS_POLICY_HAS_DOCKER 1
-#endif
 
 namespace portcullis::policy {
 namespace {
@@ -232,7 +227,6 @@ void append_request(std::string& out, const Request& r) {
     out += describe(*r.kube);
     return;
   }
-#ifdef PORTCULLIS_POLICY_HAS_DOCKER
   if (r.docker) {
     out += "docker ";
     out += r.docker->action;
@@ -243,7 +237,6 @@ void append_request(std::string& out, const Request& r) {
     out += ')';
     return;
   }
-#endif
   out += r.method;
   out += ' ';
   out += r.path;
@@ -304,12 +297,8 @@ bool header_matches(const std::string& name, const std::vector<std::string>& val
 // not even one without `kubernetes:` / `docker:` conditions. Empty when there is no such refusal.
 std::string request_refusal(const Request& req) {
   if (req.kube && !req.kube->error.empty()) return "unresolvable Kubernetes request: " + req.kube->error;
-#ifdef PORTCULLIS_POLICY_HAS_DOCKER
-  if (req.docker) {
-    if (!req.docker->refusal.empty()) return req.docker->refusal;
-    if (!req.docker->never_allowed.empty()) return req.docker->never_allowed.front() + " is never allowed";
-  }
-#endif
+  if (req.docker)
+    if (auto refusal = docker_refusal(*req.docker)) return std::move(*refusal);
   return {};
 }
 
@@ -324,12 +313,8 @@ bool kube_matches(const CompiledRule& r, const Request& req, std::vector<std::st
 
 bool docker_matches(const CompiledRule& r, const Request& req, std::vector<std::string>* failed) {
   if (!r.has_docker) return true;
-#ifdef PORTCULLIS_POLICY_HAS_DOCKER
   if (req.docker) return match_docker(r.docker, *req.docker, failed);
   if (failed) failed->push_back("the rule has docker conditions and this is not a docker listener");
-#else
-  if (failed) failed->push_back("docker conditions are not supported by this build");
-#endif
   return false;
 }
 
@@ -410,7 +395,6 @@ std::shared_ptr<const Policy> Policy::compile(const PolicySpec& spec) {
       }
       r.kubernetes = in.kubernetes;
     }
-#ifdef PORTCULLIS_POLICY_HAS_DOCKER
     if (in.has_docker) {
       try {
         validate_docker_spec(in.docker);
@@ -419,7 +403,6 @@ std::shared_ptr<const Policy> Policy::compile(const PolicySpec& spec) {
       }
       r.docker = in.docker;
     }
-#endif
 
     for (const auto& p : in.from.spiffe) check_spiffe_pattern(i, in.name, p);
     for (const auto& u : in.from.users)

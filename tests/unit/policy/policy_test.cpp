@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "proxy/policy/docker.hpp"
 #include "proxy/policy/kube.hpp"
 #include "proxy/policy/policy.hpp"
 
@@ -377,6 +378,49 @@ TEST_CASE("a bad kubernetes rule is a compile error") {
   k.name = "bad";
   k.has_kubernetes = true;
   k.kubernetes.verbs = {"explode"};
+  CHECK_THROWS_AS(compile({k}), CompileError);
+}
+
+TEST_CASE("docker rules delegate to the Docker matcher; Docker refusals bind every rule") {
+  RuleSpec reads;
+  reads.name = "ops-reads";
+  reads.from.groups = {"ops"};
+  reads.has_docker = true;
+  reads.docker.actions = {"read"};
+  RuleSpec admin;
+  admin.name = "root-anything";
+  admin.from.users = {"root"};
+  auto p = compile({reads, admin});
+  auto ops = user_peer("olga", {"ops"});
+  auto root = user_peer("root");
+
+  const DockerAttributes list = resolve_docker("GET", "/v1.47/containers/json", "");
+  const DockerAttributes kill = resolve_docker("POST", "/v1.47/containers/abc/kill", "");
+  const DockerAttributes unknown = resolve_docker("POST", "/v1.47/no/such/endpoint", "");
+  Request r = req(&ops, "GET", "/v1.47/containers/json");
+  CHECK_FALSE(p->decide(r).allowed());  // not a docker listener
+  r.docker = &list;
+  CHECK(p->decide(r).rule == "ops-reads");
+  r.docker = &kill;
+  r.method = "POST";
+  r.path = "/v1.47/containers/abc/kill";
+  Decision d = p->decide(r);
+  CHECK_FALSE(d.allowed());
+  CHECK(d.reason == "no rule allows docker " + kill.action + " (POST /v1.47/containers/abc/kill) for user olga (groups [ops])");
+  r.peer = &root;
+  CHECK(p->decide(r).rule == "root-anything");
+  r.docker = &unknown;
+  r.path = "/v1.47/no/such/endpoint";
+  d = p->decide(r);
+  CHECK_FALSE(d.allowed());
+  CHECK(d.reason == docker_refusal(unknown).value_or("(no refusal)"));
+}
+
+TEST_CASE("a bad docker rule is a compile error") {
+  RuleSpec k;
+  k.name = "bad";
+  k.has_docker = true;
+  k.docker.actions = {"container.explode"};
   CHECK_THROWS_AS(compile({k}), CompileError);
 }
 
