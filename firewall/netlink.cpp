@@ -540,6 +540,16 @@ ApplyResult apply(const Ruleset& rs) {
   return send(b, rs.table);
 }
 
+namespace {
+// build_ruleset() emits sorted elements; only a hand-made Ruleset pays for a sorted copy.
+const std::vector<Element>& sorted(const std::vector<Element>& v, std::vector<Element>& scratch) {
+  if (std::is_sorted(v.begin(), v.end())) return v;
+  scratch = v;
+  std::sort(scratch.begin(), scratch.end());
+  return scratch;
+}
+}  // namespace
+
 bool same_structure(const Ruleset& a, const Ruleset& b) {
   if (a.table != b.table || a.chains != b.chains || a.sets.size() != b.sets.size()) return false;
   for (std::size_t i = 0; i < a.sets.size(); ++i)
@@ -553,10 +563,10 @@ ApplyResult update(const Ruleset& installed, const Ruleset& desired) {
   check_table_name(desired.table);
   Batch b(desired.table);
   std::vector<std::vector<Element>> removed(desired.sets.size()), added(desired.sets.size());
+  std::vector<Element> scratch_from, scratch_to;
   for (std::size_t i = 0; i < desired.sets.size(); ++i) {
-    auto from = installed.sets[i].elements, to = desired.sets[i].elements;
-    std::sort(from.begin(), from.end());
-    std::sort(to.begin(), to.end());
+    const auto& from = sorted(installed.sets[i].elements, scratch_from);
+    const auto& to = sorted(desired.sets[i].elements, scratch_to);
     std::set_difference(from.begin(), from.end(), to.begin(), to.end(), std::back_inserter(removed[i]));
     std::set_difference(to.begin(), to.end(), from.begin(), from.end(), std::back_inserter(added[i]));
   }
