@@ -1,0 +1,78 @@
+#pragma once
+// Beast's HTTP/1.1 parser with callbacks that keep what we need: the request or status line,
+// the fields (names lowercased), and body pieces as views into the caller's buffer, so bodies
+// are relayed without copying or buffering whole.
+#include <boost/beast/http/basic_parser.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proxy/policy/request.hpp"
+
+namespace portcullis::http {
+
+namespace beast_http = boost::beast::http;
+
+template <bool isRequest>
+class Parser : public beast_http::basic_parser<isRequest> {
+ public:
+  std::string method;  // requests
+  std::string target;
+  int status = 0;  // responses
+  std::string reason;
+  int version = 11;
+  std::vector<policy::Header> fields;
+  std::vector<std::string_view> body;  // pieces since the last take_body()
+
+  // Valid until the buffer given to put() is consumed.
+  std::vector<std::string_view>& pieces() { return body; }
+
+  const std::string* field(std::string_view lower_name) const {
+    for (const auto& f : fields)
+      if (f.name == lower_name) return &f.value;
+    return nullptr;
+  }
+
+ private:
+  using error_code = boost::system::error_code;
+  using sv = boost::beast::string_view;
+  void on_request_impl(beast_http::verb, sv m, sv t, int v, error_code&) override {
+    method.assign(m.data(), m.size());
+    target.assign(t.data(), t.size());
+    version = v;
+  }
+  void on_response_impl(int code, sv r, int v, error_code&) override {
+    status = code;
+    reason.assign(r.data(), r.size());
+    version = v;
+  }
+  void on_field_impl(beast_http::field, sv name_sv, sv value_sv, error_code&) override {
+    if (header_done_) return;  // trailers are not forwarded
+    std::string_view name(name_sv.data(), name_sv.size());
+    std::string_view value(value_sv.data(), value_sv.size());
+    policy::Header h;
+    h.name.resize(name.size());
+    for (std::size_t i = 0; i < name.size(); ++i) {
+      char c = name[i];
+      h.name[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+    }
+    h.value.assign(value);
+    fields.push_back(std::move(h));
+  }
+  void on_header_impl(error_code&) override { header_done_ = true; }
+  void on_body_init_impl(const boost::optional<std::uint64_t>&, error_code&) override {}
+  std::size_t on_body_impl(sv b, error_code&) override {
+    body.emplace_back(b.data(), b.size());
+    return b.size();
+  }
+  void on_chunk_header_impl(std::uint64_t, sv, error_code&) override {}
+  std::size_t on_chunk_body_impl(std::uint64_t, sv b, error_code&) override {
+    body.emplace_back(b.data(), b.size());
+    return b.size();
+  }
+  void on_finish_impl(error_code&) override {}
+
+  bool header_done_ = false;
+};
+
+}  // namespace portcullis::http

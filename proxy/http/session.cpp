@@ -1,0 +1,707 @@
+// One downstream HTTP/1.1 connection: TLS handshake, then a request loop. Each request is
+// checked (framing, target, policy) before anything reaches the upstream, then relayed with
+// bodies streamed in both directions.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/error.hpp>
+#include <chrono>
+#include <cstring>
+
+#include "proxy/http/head_check.hpp"
+#include "proxy/http/parser.hpp"
+#include "proxy/http/responses.hpp"
+#include "proxy/net/buffer.hpp"
+#include "proxy/net/deadline.hpp"
+#include "proxy/observe/access_log.hpp"
+#include "proxy/policy/normalize.hpp"
+#include "proxy/worker.hpp"
+
+namespace portcullis {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using ms = std::chrono::milliseconds;
+using net::error_code;
+
+constexpr std::size_t io_chunk = 16 * 1024;
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  return out;
+}
+
+bool has_token(std::string_view list, std::string_view token) {
+  // Comma-separated, case-insensitive (Connection, Upgrade).
+  std::size_t pos = 0;
+  while (pos <= list.size()) {
+    auto comma = list.find(',', pos);
+    auto item = list.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item.size() == token.size() && lower(item) == token) return true;
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return false;
+}
+
+// Hop-by-hop fields (RFC 9110 7.6.1) and framing we set ourselves.
+bool is_hop_by_hop(std::string_view name) {
+  return name == "connection" || name == "keep-alive" || name == "proxy-connection" || name == "te" ||
+         name == "trailer" || name == "transfer-encoding" || name == "upgrade" || name == "content-length" ||
+         name == "http2-settings";
+}
+
+// Identity headers only Portcullis may set: a client's copies are removed.
+bool is_identity_header(std::string_view name) {
+  return name == "x-forwarded-client-cert" || name == "x-remote-user" || name == "x-remote-group" ||
+         name.starts_with("x-remote-extra-");
+}
+
+std::string host_without_port(std::string_view h) {
+  std::string s = lower(h);
+  if (!s.empty() && s.front() == '[') {
+    auto close = s.find(']');
+    return close == std::string::npos ? s : s.substr(0, close + 1);
+  }
+  auto colon = s.rfind(':');
+  if (colon != std::string::npos && s.find(':') == colon) s.resize(colon);
+  return s;
+}
+
+std::string xfcc_value(const certs::Identity& id) {
+  auto quote = [](std::string_view v) {
+    std::string out = "\"";
+    for (char c : v) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    return out + "\"";
+  };
+  std::string subject = "CN=" + id.user;
+  for (const auto& g : id.groups) subject += ",O=" + g;
+  std::string v = "Hash=" + id.fingerprint_sha256;
+  if (!id.spiffe.empty()) v += ";URI=" + id.spiffe;
+  v += ";Subject=" + quote(subject);
+  for (const auto& d : id.dns) v += ";DNS=" + d;
+  return v;
+}
+
+void append_hex(std::string& out, std::size_t n) {
+  char buf[20];
+  int len = std::snprintf(buf, sizeof buf, "%zx", n);
+  out.append(buf, static_cast<std::size_t>(len));
+}
+
+class HttpSession {
+ public:
+  HttpSession(Worker& w, std::string listener, net::tcp::socket socket)
+      : w_(w),
+        listener_(std::move(listener)),
+        snap_(w.snapshot),
+        lrt_(&snap_->listeners.at(listener_)),
+        limits_(lrt_->cfg.limits),
+        in_(std::max<std::size_t>(limits_.header_bytes + 1, io_chunk)),
+        upbuf_(std::max<std::size_t>(limits_.header_bytes + 1, io_chunk)),
+        deadline_(socket.get_executor(), [this] { close_all(); }) {
+    error_code ec;
+    auto ep = socket.remote_endpoint(ec);
+    if (!ec) {
+      source_ip_ = ep.address().to_string();
+      source_port_ = ep.port();
+    }
+    socket.set_option(net::tcp::no_delay(true), ec);
+    if (lrt_->server_ctx) {
+      tls_ = new net::TlsSocket(std::move(socket), lrt_->server_ctx.get(), true);
+      down_ = net::Stream(std::unique_ptr<net::TlsSocket>(tls_));
+    } else {
+      down_ = net::Stream(std::move(socket));
+    }
+  }
+
+  ~HttpSession() {
+    w_.idle.erase(&down_);
+    deadline_.stop();
+  }
+
+  net::awaitable<void> run() {
+    if (tls_) {
+      deadline_.arm(ms(limits_.handshake_timeout_ms), "handshake timeout");
+      if (auto ec = co_await tls_->handshake()) {
+        log_connection_error(deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + handshake_reason(ec));
+        co_return;
+      }
+      peer_ = certs::peer_identity(tls_->ssl());
+    }
+    while (!w_.draining) {
+      bool keep = co_await serve_one();
+      if (!keep) break;
+      // The listener may have been removed or changed by a reload: finish with it.
+      if (w_.snapshot != snap_) {
+        auto it = w_.snapshot->listeners.find(listener_);
+        if (it == w_.snapshot->listeners.end()) break;
+        snap_ = w_.snapshot;
+        lrt_ = &it->second;
+        limits_ = lrt_->cfg.limits;
+      }
+    }
+    deadline_.arm(1000ms);
+    release_upstream(false);
+    co_await down_.shutdown_send();
+    down_.close();
+  }
+
+ private:
+  std::string handshake_reason(const error_code& ec) {
+    long v = tls_ && tls_->ssl() ? SSL_get_verify_result(tls_->ssl()) : X509_V_OK;
+    if (v != X509_V_OK) return std::string("client certificate rejected: ") + X509_verify_cert_error_string(v);
+    return ec.message();
+  }
+
+  void close_all() {
+    down_.close();
+    up_.close();
+  }
+
+  // Reads until a whole request head is buffered. Returns its length, 0 when the connection
+  // ended cleanly before a request, or -status when the head must be refused.
+  net::awaitable<long> read_head() {
+    std::size_t scanned = 0;
+    bool first = true;
+    for (;;) {
+      auto d = in_.data();
+      for (std::size_t i = scanned; i < d.size(); ++i) {
+        if (d[i] != '\n') continue;
+        // A blank line ends the head: "\n\r\n" or "\n\n" (the bare-LF form is refused later).
+        if (i + 1 < d.size() && d[i + 1] == '\n') co_return static_cast<long>(i + 2);
+        if (i + 2 < d.size() && d[i + 1] == '\r' && d[i + 2] == '\n') co_return static_cast<long>(i + 3);
+      }
+      scanned = d.size() >= 2 ? d.size() - 2 : 0;
+      if (d.size() > limits_.header_bytes) co_return -431;
+      if (in_.empty()) {
+        // Idle between requests: no buffer held, and a drain may close us.
+        in_.release_if_empty();
+        deadline_.arm(ms(limits_.idle_timeout_ms), "idle timeout");
+        w_.idle.insert(&down_);
+      } else if (first) {
+        deadline_.arm(ms(limits_.header_timeout_ms), "header timeout");
+      }
+      char* space = in_.space();
+      auto [ec, n] = co_await down_.read_some(asio::buffer(space, std::min(in_.space_size(), io_chunk * 4)));
+      w_.idle.erase(&down_);
+      if (ec || n == 0) {
+        if (in_.empty()) co_return 0;
+        co_return deadline_.expired() ? -408 : 0;
+      }
+      if (in_.empty()) {
+        deadline_.arm(ms(limits_.header_timeout_ms), "header timeout");
+        first = false;
+        request_start_ = std::chrono::steady_clock::now();
+      }
+      in_.commit(n);
+      bytes_in_ += n;
+    }
+  }
+
+  net::awaitable<bool> refuse(int status, std::string_view kind, std::string reason) {
+    auto body = http::error_body(lrt_->cfg.protocol, status, kind, reason);
+    auto resp = http::json_response(status, body, true);
+    deadline_.arm(ms(limits_.idle_timeout_ms), "write timeout");
+    co_await down_.write_all(asio::buffer(resp));
+    record_.outcome = "error";
+    record_.status = status;
+    record_.reason = reason;
+    bytes_out_ += resp.size();
+    finish_record();
+    co_return false;
+  }
+
+  net::awaitable<bool> serve_one() {
+    reset_record();
+    long head_len = co_await read_head();
+    if (head_len == 0) co_return false;
+    if (head_len < 0) {
+      int status = static_cast<int>(-head_len);
+      if (status == 408) {
+        log_connection_error("request head not complete within header_timeout_ms");
+        auto resp = http::json_response(408, http::error_body(lrt_->cfg.protocol, 408, "timeout", "request head not received in time"), true);
+        // The socket is closed already by the deadline; nothing more to send.
+        (void)resp;
+        co_return false;
+      }
+      co_return co_await refuse(431, "header_too_large",
+                                "request head larger than header_bytes (" + std::to_string(limits_.header_bytes) + ")");
+    }
+    std::string_view head = in_.data().substr(0, static_cast<std::size_t>(head_len));
+    if (auto why = http::check_raw_head(head); !why.empty()) co_return co_await refuse(400, "bad_request", why);
+
+    http::Parser<true> req;
+    req.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_.header_bytes, UINT32_MAX)));
+    if (limits_.max_body_bytes) req.body_limit(limits_.max_body_bytes);
+    else req.body_limit(boost::none);
+    error_code ec;
+    std::size_t used = req.put(asio::buffer(head.data(), head.size()), ec);
+    if (ec || !req.is_header_done())
+      co_return co_await refuse(400, "bad_request", "malformed request head: " + (ec ? ec.message() : std::string("incomplete")));
+    in_.consume(used);
+    record_.method = req.method;
+
+    if (req.version != 11 && req.version != 10)
+      co_return co_await refuse(505, "bad_version", "only HTTP/1.0 and HTTP/1.1 are served");
+    if (auto why = http::check_request_fields(req.fields); !why.empty()) co_return co_await refuse(400, "bad_request", why);
+    auto target = policy::normalize_target(req.method, req.target);
+    if (!target.ok) co_return co_await refuse(400, "bad_request", "request target refused: " + target.error);
+    path_ = target.path;
+    query_ = target.query;
+    record_.path = path_;
+    record_.query = query_;
+
+    const std::string* host_field = req.field("host");
+    std::string host = host_field ? host_without_port(*host_field) : std::string();
+    if (!target.authority.empty() && host_without_port(target.authority) != host)
+      co_return co_await refuse(400, "bad_request", "absolute-form target names host '" + target.authority +
+                                                       "' but the Host header says '" + (host_field ? *host_field : "") + "'");
+
+    bool has_body = req.chunked() || (req.content_length() && *req.content_length() > 0);
+    bool upgrade = false;
+    std::string_view upgrade_to;
+    if (auto* u = req.field("upgrade"); u && req.version == 11) {
+      auto* c = req.field("connection");
+      if (c && has_token(*c, "upgrade") && !has_token(*u, "h2c")) {
+        upgrade = true;
+        upgrade_to = *u;
+      }
+    }
+    for (const auto& f : req.fields)
+      if (f.name.starts_with("impersonate-"))
+        co_return co_await deny("client-sent " + f.name + " header refused: only Portcullis sets impersonation", "", has_body);
+
+    policy::Request pr;
+    pr.peer = peer_ ? &*peer_ : nullptr;
+    pr.method = req.method;
+    pr.host = host;
+    pr.path = path_;
+    pr.query = query_;
+    pr.headers = req.fields;
+    auto decision = lrt_->policy->decide(pr);
+    record_.rule = decision.rule;
+    record_.reason = decision.reason;
+    if (!decision.allowed()) co_return co_await deny(decision.reason, decision.rule, has_body);
+    record_.outcome = decision.outcome == policy::Decision::Outcome::audit_deny ? "audit-deny" : "allow";
+
+    // Allowed: the request goes upstream.
+    std::string out;
+    out.reserve(head.size() + 256);
+    out += req.method;
+    out += ' ';
+    out += path_;
+    if (!query_.empty()) {
+      out += '?';
+      out += query_;
+    }
+    out += " HTTP/1.1\r\n";
+    bool expect_continue = false;
+    bool saw_host = false;
+    for (const auto& f : req.fields) {
+      if (is_hop_by_hop(f.name) || is_identity_header(f.name)) continue;
+      if (f.name == "expect") {
+        expect_continue = lower(f.value) == "100-continue";
+        continue;
+      }
+      if (f.name == "host") saw_host = true;
+      out += f.name;
+      out += ": ";
+      out += f.value;
+      out += "\r\n";
+    }
+    if (!saw_host) out += "host: " + host + "\r\n";  // HTTP/1.0 without Host
+    if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::xfcc)
+      out += "x-forwarded-client-cert: " + xfcc_value(*peer_) + "\r\n";
+    if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::remote_user) {
+      out += "x-remote-user: " + peer_->user + "\r\n";
+      for (const auto& g : peer_->groups) out += "x-remote-group: " + g + "\r\n";
+    }
+    if (req.chunked()) out += "transfer-encoding: chunked\r\n";
+    else if (req.content_length()) out += "content-length: " + std::to_string(*req.content_length()) + "\r\n";
+    if (upgrade) {
+      out += "connection: upgrade\r\nupgrade: ";
+      out += upgrade_to;
+      out += "\r\n";
+    }
+    out += "\r\n";
+
+    if (!co_await ensure_upstream()) co_return false;
+    deadline_.arm(ms(limits_.idle_timeout_ms), "upstream write timeout");
+    auto wec = co_await up_.write_all(asio::buffer(out));
+    if (wec && reused_upstream_) {
+      // A pooled connection the upstream had closed: one fresh attempt, nothing was sent yet.
+      up_.close();
+      if (!co_await ensure_upstream()) co_return false;
+      wec = co_await up_.write_all(asio::buffer(out));
+    }
+    if (wec) co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + wec.message());
+
+    if (expect_continue && has_body) {
+      static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+      co_await down_.write_all(asio::buffer(cont));
+    }
+
+    // Request body, streamed.
+    req.eager(true);
+    while (!req.is_done()) {
+      if (in_.empty()) {
+        deadline_.arm(ms(limits_.idle_timeout_ms), "request body timeout");
+        auto [rec, n] = co_await down_.read_some(asio::buffer(in_.space(), std::min(in_.space_size(), io_chunk * 4)));
+        if (rec || n == 0) {
+          up_.close();
+          record_.outcome = "error";
+          record_.reason = "client closed during the request body";
+          finish_record();
+          co_return false;
+        }
+        in_.commit(n);
+        bytes_in_ += n;
+      }
+      error_code pec;
+      req.pieces().clear();
+      std::size_t n = req.put(asio::buffer(in_.data().data(), in_.size()), pec);
+      if (pec == boost::beast::http::error::need_more) {
+        if (in_.space_size() == 0) co_return co_await refuse(400, "bad_request", "chunk header too large");
+        // Read more; keep what is buffered.
+        deadline_.arm(ms(limits_.idle_timeout_ms), "request body timeout");
+        auto [rec, rn] = co_await down_.read_some(asio::buffer(in_.space(), in_.space_size()));
+        if (rec || rn == 0) {
+          up_.close();
+          co_return false;
+        }
+        in_.commit(rn);
+        bytes_in_ += rn;
+        continue;
+      }
+      if (pec) {
+        up_.close();
+        int status = pec == boost::beast::http::error::body_limit ? 413 : 400;
+        co_return co_await refuse(status, status == 413 ? "body_too_large" : "bad_request",
+                                  status == 413 ? "request body larger than max_body_bytes" : "malformed request body: " + pec.message());
+      }
+      if (auto e = co_await forward_pieces(up_, req.pieces(), req.chunked(), "request")) {
+        in_.consume(n);
+        co_return co_await upstream_failed(502, "sending the request body to the upstream failed: " + e.message());
+      }
+      in_.consume(n);
+    }
+    if (req.chunked()) {
+      static constexpr std::string_view last = "0\r\n\r\n";
+      if (auto e = co_await up_.write_all(asio::buffer(last)))
+        co_return co_await upstream_failed(502, "sending the request body to the upstream failed: " + e.message());
+    }
+    co_return co_await relay_response(req, upgrade);
+  }
+
+  // Writes body pieces, as chunks when `chunked`, coalesced into one write.
+  net::awaitable<error_code> forward_pieces(net::Stream& to, const std::vector<std::string_view>& pieces, bool chunked,
+                                            const char*) {
+    if (pieces.empty()) co_return error_code{};
+    if (!chunked && pieces.size() == 1) co_return co_await to.write_all(asio::buffer(pieces[0].data(), pieces[0].size()));
+    scratch_.clear();
+    for (auto p : pieces) {
+      if (p.empty()) continue;
+      if (chunked) {
+        append_hex(scratch_, p.size());
+        scratch_ += "\r\n";
+      }
+      scratch_.append(p);
+      if (chunked) scratch_ += "\r\n";
+    }
+    if (scratch_.empty()) co_return error_code{};
+    co_return co_await to.write_all(asio::buffer(scratch_));
+  }
+
+  net::awaitable<bool> relay_response(http::Parser<true>& req, bool upgrade) {
+    bool head_request = req.method == "HEAD";
+    for (;;) {
+      http::Parser<false> resp;
+      resp.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_.header_bytes, UINT32_MAX)));
+      resp.body_limit(boost::none);
+      if (head_request) resp.skip(true);
+      // Time to the first response byte: upstream_timeout_ms (0 = unbounded, for watches).
+      if (limits_.upstream_timeout_ms) deadline_.arm(ms(limits_.upstream_timeout_ms), "upstream timeout");
+      else deadline_.disarm();
+      while (!resp.is_header_done()) {
+        error_code pec;
+        std::size_t n = upbuf_.empty() ? 0 : resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
+        if (upbuf_.empty() || pec == boost::beast::http::error::need_more) {
+          if (upbuf_.space_size() == 0) co_return co_await upstream_failed(502, "upstream response head too large");
+          auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), upbuf_.space_size()));
+          if (rec || rn == 0) {
+            if (deadline_.expired())
+              co_return co_await upstream_failed(504, "upstream sent no response within upstream_timeout_ms (" +
+                                                          std::to_string(limits_.upstream_timeout_ms) + " ms)");
+            co_return co_await upstream_failed(502, "upstream closed the connection before responding" +
+                                                        (rec ? ": " + rec.message() : std::string()));
+          }
+          upbuf_.commit(rn);
+          continue;
+        }
+        if (pec) co_return co_await upstream_failed(502, "malformed upstream response: " + pec.message());
+        upbuf_.consume(n);
+      }
+      record_.status = resp.status;
+      bool informational = resp.status >= 100 && resp.status < 200;
+      if (informational && resp.status != 101) {
+        // 100 Continue and friends: pass on, then read the final response.
+        if (resp.status != 100) {
+          std::string h = "HTTP/1.1 " + std::to_string(resp.status) + " " + resp.reason + "\r\n";
+          for (const auto& f : resp.fields)
+            if (!is_hop_by_hop(f.name)) h += f.name + ": " + f.value + "\r\n";
+          h += "\r\n";
+          co_await down_.write_all(asio::buffer(h));
+          bytes_out_ += h.size();
+        }
+        continue;
+      }
+      co_return co_await send_response(req, resp, upgrade && resp.status == 101);
+    }
+  }
+
+  net::awaitable<bool> send_response(http::Parser<true>& req, http::Parser<false>& resp, bool switching) {
+    bool no_body = req.method == "HEAD" || resp.status == 204 || resp.status == 304 || switching;
+    bool chunked = resp.chunked();
+    auto length = resp.content_length();
+    bool close_delimited = !no_body && !chunked && !length;
+    bool client_11 = req.version == 11;
+    bool downstream_chunked = chunked && client_11;
+    bool keep_client = req.keep_alive() && !close_delimited && !w_.draining && !(chunked && !client_11) && !switching;
+
+    std::string h = "HTTP/1.1 " + std::to_string(resp.status) + " " + resp.reason + "\r\n";
+    for (const auto& f : resp.fields) {
+      if (f.name == "content-length" && no_body && !switching) {
+        h += f.name + ": " + f.value + "\r\n";  // HEAD and 304 keep the representation length
+        continue;
+      }
+      if (is_hop_by_hop(f.name)) continue;
+      h += f.name;
+      h += ": ";
+      h += f.value;
+      h += "\r\n";
+    }
+    if (switching) {
+      auto* u = resp.field("upgrade");
+      h += "connection: upgrade\r\nupgrade: " + (u ? *u : std::string()) + "\r\n";
+    } else if (!no_body) {
+      if (downstream_chunked) h += "transfer-encoding: chunked\r\n";
+      else if (length) h += "content-length: " + std::to_string(*length) + "\r\n";
+    }
+    if (!switching && !keep_client) h += "connection: close\r\n";
+    h += "\r\n";
+    deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
+    if (auto e = co_await down_.write_all(asio::buffer(h))) {
+      up_.close();
+      co_return fail_client(e);
+    }
+    bytes_out_ += h.size();
+
+    if (switching) {
+      // 101: the connection now carries another protocol (WebSocket, SPDY, Docker's raw
+      // stream). Bytes already read on either side go first, then a raw relay.
+      deadline_.disarm();
+      if (!upbuf_.empty()) {
+        co_await down_.write_all(asio::buffer(upbuf_.data().data(), upbuf_.size()));
+        bytes_out_ += upbuf_.size();
+        upbuf_.consume(upbuf_.size());
+      }
+      if (!in_.empty()) {
+        co_await up_.write_all(asio::buffer(in_.data().data(), in_.size()));
+        in_.consume(in_.size());
+      }
+      record_.status = 101;
+      auto [a, b] = co_await relay(down_, up_, limits_.idle_timeout_ms);
+      bytes_in_ += a;
+      bytes_out_ += b;
+      up_.close();
+      finish_record();
+      co_return false;
+    }
+
+    bool complete = true;
+    if (!no_body) {
+      resp.eager(true);
+      deadline_.disarm();
+      while (!resp.is_done()) {
+        error_code pec;
+        std::size_t n = 0;
+        resp.pieces().clear();
+        if (!upbuf_.empty()) n = resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
+        if (upbuf_.empty() || pec == boost::beast::http::error::need_more) {
+          // Streamed responses (watches, logs -f) may be quiet for long: no deadline here.
+          deadline_.disarm();
+          auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), std::min(upbuf_.space_size(), io_chunk * 4)));
+          if (rec || rn == 0) {
+            if (close_delimited) {
+              error_code fec;
+              resp.put_eof(fec);
+              break;
+            }
+            complete = false;  // the upstream died mid-response: the client sees it truncated
+            break;
+          }
+          upbuf_.commit(rn);
+          continue;
+        }
+        if (pec) {
+          complete = false;
+          break;
+        }
+        deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
+        auto e = co_await forward_pieces(down_, resp.pieces(), downstream_chunked, "response");
+        for (auto p : resp.pieces()) bytes_out_ += p.size();
+        upbuf_.consume(n);
+        if (e) {
+          up_.close();
+          co_return fail_client(e);
+        }
+      }
+      if (complete && downstream_chunked) {
+        static constexpr std::string_view last = "0\r\n\r\n";
+        co_await down_.write_all(asio::buffer(last));
+      }
+    }
+    upstream_reusable_ = complete && resp.keep_alive() && !close_delimited && upbuf_.empty();
+    if (!upstream_reusable_) up_.close();
+    if (!complete) {
+      record_.outcome = "error";
+      record_.reason = "upstream response ended early; the client's response is truncated";
+      keep_client = false;
+    }
+    finish_record();
+    co_return keep_client && complete;
+  }
+
+  bool fail_client(const error_code& e) {
+    record_.outcome = "error";
+    record_.reason = "writing to the client failed: " + e.message();
+    finish_record();
+    return false;
+  }
+
+  net::awaitable<bool> deny(std::string reason, std::string rule, bool has_body) {
+    record_.outcome = "deny";
+    record_.status = 403;
+    record_.reason = reason;
+    record_.rule = rule;
+    auto body = http::denial_body(lrt_->cfg.protocol, rule, reason);
+    // With a body we did not read, the connection cannot be reused safely.
+    auto resp = http::json_response(403, body, has_body);
+    deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
+    auto ec = co_await down_.write_all(asio::buffer(resp));
+    bytes_out_ += resp.size();
+    finish_record();
+    co_return !has_body && !ec;
+  }
+
+  net::awaitable<bool> ensure_upstream() {
+    reused_upstream_ = false;
+    std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
+    if (up_.is_open() && up_key_ == key && !up_.peer_closed_or_sent()) {
+      reused_upstream_ = true;
+      co_return true;
+    }
+    release_upstream(false);
+    if (auto pooled = w_.pool.take(key)) {
+      up_ = std::move(*pooled);
+      up_key_ = key;
+      reused_upstream_ = true;
+      co_return true;
+    }
+    auto c = co_await connect_upstream(*lrt_->upstream, ms(limits_.connect_timeout_ms));
+    if (c.ec) {
+      co_await upstream_failed(c.timed_out ? 504 : 502, c.error);
+      co_return false;
+    }
+    up_ = std::move(c.stream);
+    up_key_ = key;
+    upstream_address_ = c.address;
+    co_return true;
+  }
+
+  void release_upstream(bool) {
+    if (up_.is_open() && upstream_reusable_ && upbuf_.empty()) w_.pool.give(up_key_, std::move(up_));
+    else up_.close();
+    up_ = net::Stream();
+    upstream_reusable_ = false;
+  }
+
+  net::awaitable<bool> upstream_failed(int status, std::string reason) {
+    up_.close();
+    upstream_reusable_ = false;
+    upbuf_.consume(upbuf_.size());
+    co_return co_await refuse(status, status == 504 ? "upstream_timeout" : "upstream_unavailable", std::move(reason));
+  }
+
+  void reset_record() {
+    record_ = observe::AccessRecord{};
+    reason_holder_.clear();
+    bytes_in_ = bytes_out_ = 0;
+    request_start_ = std::chrono::steady_clock::now();
+    upstream_reusable_ = false;
+  }
+
+  void finish_record() {
+    // AccessRecord holds views: keep the strings alive here.
+    reason_holder_ = std::string(record_.reason);
+    rule_holder_ = std::string(record_.rule);
+    record_.reason = reason_holder_;
+    record_.rule = rule_holder_;
+    record_.listener = listener_;
+    record_.source_ip = source_ip_;
+    record_.source_port = source_port_;
+    record_.peer = peer_ ? &*peer_ : nullptr;
+    record_.upstream = upstream_address_.empty() ? std::string_view(lrt_->upstream->cfg.address_text) : upstream_address_;
+    record_.bytes_in = bytes_in_;
+    record_.bytes_out = bytes_out_;
+    record_.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - request_start_);
+    observe::write_access_log(record_);
+  }
+
+  void log_connection_error(std::string reason) {
+    reset_record();
+    record_.outcome = "error";
+    reason_holder_ = std::move(reason);
+    record_.reason = reason_holder_;
+    finish_record();
+  }
+
+  Worker& w_;
+  std::string listener_;
+  std::shared_ptr<const Snapshot> snap_;
+  const ListenerRuntime* lrt_;
+  config::Limits limits_;
+  net::Buffer in_, upbuf_;
+  net::Stream down_, up_;
+  net::TlsSocket* tls_ = nullptr;
+  net::Deadline deadline_;
+  std::optional<certs::Identity> peer_;
+  std::string source_ip_;
+  std::uint16_t source_port_ = 0;
+  std::string up_key_, upstream_address_;
+  bool upstream_reusable_ = false;
+  bool reused_upstream_ = false;
+  std::string path_, query_, scratch_;
+  observe::AccessRecord record_;
+  std::string reason_holder_, rule_holder_;
+  std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
+  std::chrono::steady_clock::time_point request_start_;
+};
+
+}  // namespace
+
+net::awaitable<void> serve_http(Worker& w, std::string listener, net::tcp::socket socket) {
+  HttpSession session(w, std::move(listener), std::move(socket));
+  co_await session.run();
+}
+
+}  // namespace portcullis

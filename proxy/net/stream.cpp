@@ -1,0 +1,211 @@
+#include "proxy/net/stream.hpp"
+
+#include <openssl/err.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+namespace portcullis::net {
+namespace {
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+}
+
+TlsSocket::TlsSocket(tcp::socket socket, SSL_CTX* ctx, bool server) : socket_(std::move(socket)) {
+  ssl_ = SSL_new(ctx);
+  if (ssl_) {
+    socket_.non_blocking(true);
+    SSL_set_fd(ssl_, static_cast<int>(socket_.native_handle()));
+    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (server) SSL_set_accept_state(ssl_);
+    else SSL_set_connect_state(ssl_);
+  }
+}
+
+TlsSocket::~TlsSocket() {
+  if (ssl_) SSL_free(ssl_);
+}
+
+error_code TlsSocket::last_error(int ret) {
+  int e = SSL_get_error(ssl_, ret);
+  switch (e) {
+    case SSL_ERROR_ZERO_RETURN:
+      return asio::error::eof;
+    case SSL_ERROR_SYSCALL: {
+      unsigned long err = ERR_get_error();
+      if (err) return {static_cast<int>(err), asio::error::get_ssl_category()};
+      int sys = errno;
+      if (ret == 0 || sys == 0) return asio::ssl::error::stream_truncated;  // EOF without close_notify
+      return {sys, boost::system::system_category()};
+    }
+    case SSL_ERROR_SSL: {
+      unsigned long err = ERR_get_error();
+      ERR_clear_error();
+      return {static_cast<int>(err), asio::error::get_ssl_category()};
+    }
+    default:
+      return asio::error::fault;
+  }
+}
+
+awaitable<error_code> TlsSocket::wait_for(int ssl_error) {
+  auto what = ssl_error == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read;
+  auto [ec] = co_await socket_.async_wait(what, use_tuple);
+  co_return ec;
+}
+
+awaitable<error_code> TlsSocket::handshake() {
+  if (!ssl_) co_return asio::error::no_memory;
+  for (;;) {
+    ERR_clear_error();
+    int r = SSL_do_handshake(ssl_);
+    if (r == 1) co_return error_code{};
+    int e = SSL_get_error(ssl_, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      if (auto ec = co_await wait_for(e)) co_return ec;
+      continue;
+    }
+    co_return last_error(r);
+  }
+}
+
+awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
+  for (;;) {
+    ERR_clear_error();
+    std::size_t n = 0;
+    int r = SSL_read_ex(ssl_, b.data(), b.size(), &n);
+    if (r == 1) co_return io_result{error_code{}, n};
+    int e = SSL_get_error(ssl_, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      if (auto ec = co_await wait_for(e)) co_return io_result{ec, 0};
+      continue;
+    }
+    co_return io_result{last_error(r), 0};
+  }
+}
+
+awaitable<io_result> TlsSocket::write_some(asio::const_buffer b) {
+  for (;;) {
+    ERR_clear_error();
+    std::size_t n = 0;
+    int r = SSL_write_ex(ssl_, b.data(), b.size(), &n);
+    if (r == 1) co_return io_result{error_code{}, n};
+    int e = SSL_get_error(ssl_, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      if (auto ec = co_await wait_for(e)) co_return io_result{ec, 0};
+      continue;
+    }
+    co_return io_result{last_error(r), 0};
+  }
+}
+
+awaitable<void> TlsSocket::shutdown_send() {
+  if (sent_close_notify_ || !ssl_) co_return;
+  sent_close_notify_ = true;
+  // One SSL_shutdown sends close_notify; we never wait for the peer's (it may keep sending).
+  for (int tries = 0; tries < 8; ++tries) {
+    ERR_clear_error();
+    int r = SSL_shutdown(ssl_);
+    if (r >= 0) break;
+    int e = SSL_get_error(ssl_, r);
+    if (e != SSL_ERROR_WANT_WRITE) break;
+    if (co_await wait_for(e)) break;
+  }
+}
+
+bool TlsSocket::has_buffered_data() const { return ssl_ && SSL_has_pending(ssl_); }
+
+bool Stream::is_open() const {
+  return std::visit(
+      [](const auto& s) -> bool {
+        using T = std::decay_t<decltype(s)>;
+        if constexpr (std::is_same_v<T, std::monostate>) return false;
+        else if constexpr (std::is_same_v<T, std::unique_ptr<TlsSocket>>) return s && s->socket().is_open();
+        else return s.is_open();
+      },
+      v_);
+}
+
+awaitable<io_result> Stream::read_some(asio::mutable_buffer b) {
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) co_return co_await (*t)->read_some(b);
+  if (auto* s = std::get_if<tcp::socket>(&v_)) {
+    auto [ec, n] = co_await s->async_read_some(b, use_tuple);
+    co_return io_result{ec, n};
+  }
+  if (auto* s = std::get_if<unix_socket>(&v_)) {
+    auto [ec, n] = co_await s->async_read_some(b, use_tuple);
+    co_return io_result{ec, n};
+  }
+  co_return io_result{asio::error::not_connected, 0};
+}
+
+awaitable<error_code> Stream::write_all(asio::const_buffer b) {
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
+    while (b.size() > 0) {
+      auto [ec, n] = co_await (*t)->write_some(b);
+      if (ec) co_return ec;
+      b += n;
+    }
+    co_return error_code{};
+  }
+  if (auto* s = std::get_if<tcp::socket>(&v_)) {
+    auto [ec, n] = co_await asio::async_write(*s, b, use_tuple);
+    co_return ec;
+  }
+  if (auto* s = std::get_if<unix_socket>(&v_)) {
+    auto [ec, n] = co_await asio::async_write(*s, b, use_tuple);
+    co_return ec;
+  }
+  co_return asio::error::not_connected;
+}
+
+awaitable<void> Stream::shutdown_send() {
+  error_code ignored;
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) co_await (*t)->shutdown_send();
+  else if (auto* s = std::get_if<tcp::socket>(&v_)) s->shutdown(tcp::socket::shutdown_send, ignored);
+  else if (auto* u = std::get_if<unix_socket>(&v_)) u->shutdown(unix_socket::shutdown_send, ignored);
+}
+
+void Stream::close() {
+  error_code ignored;
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
+    if (*t) (*t)->socket().close(ignored);
+  } else if (auto* s = std::get_if<tcp::socket>(&v_)) {
+    s->close(ignored);
+  } else if (auto* u = std::get_if<unix_socket>(&v_)) {
+    u->close(ignored);
+  }
+}
+
+SSL* Stream::ssl() const {
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) return (*t)->ssl();
+  return nullptr;
+}
+
+tcp::socket* Stream::tcp_socket() {
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) return &(*t)->socket();
+  if (auto* s = std::get_if<tcp::socket>(&v_)) return s;
+  return nullptr;
+}
+
+bool Stream::peer_closed_or_sent() const {
+  int fd = -1;
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
+    if ((*t)->has_buffered_data()) return true;
+    fd = static_cast<int>(const_cast<TlsSocket&>(**t).socket().native_handle());
+  } else if (auto* s = std::get_if<tcp::socket>(&v_)) {
+    fd = static_cast<int>(const_cast<tcp::socket&>(*s).native_handle());
+  } else if (auto* u = std::get_if<unix_socket>(&v_)) {
+    fd = static_cast<int>(const_cast<unix_socket&>(*u).native_handle());
+  }
+  if (fd < 0) return true;
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) != 0;  // readable (data or EOF) or error: an idle connection must be silent
+}
+
+}  // namespace portcullis::net

@@ -1,0 +1,86 @@
+#pragma once
+// Byte streams for both sides of the proxy: TCP, unix sockets, and TLS over TCP.
+//
+// TLS is OpenSSL driving a non-blocking socket directly (its own socket BIO), woken by
+// asio's reactor: no BIO pair and no two 17 KiB staging buffers per connection as
+// asio::ssl::stream keeps, and SSL_MODE_RELEASE_BUFFERS frees record buffers while a
+// connection is idle. It also lets us send close_notify for a half-close without waiting for
+// the peer's (asio's async_shutdown waits), which a TCP relay needs.
+#include <openssl/ssl.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <memory>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace portcullis::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using unix_socket = asio::local::stream_protocol::socket;
+using error_code = boost::system::error_code;
+template <class T>
+using awaitable = asio::awaitable<T>;
+using io_result = std::pair<error_code, std::size_t>;
+
+class TlsSocket {
+ public:
+  // Takes its own reference on ctx. server: accept, else connect.
+  TlsSocket(tcp::socket socket, SSL_CTX* ctx, bool server);
+  ~TlsSocket();
+  TlsSocket(const TlsSocket&) = delete;
+  TlsSocket& operator=(const TlsSocket&) = delete;
+
+  awaitable<error_code> handshake();
+  awaitable<io_result> read_some(asio::mutable_buffer b);
+  awaitable<io_result> write_some(asio::const_buffer b);
+  // Sends close_notify (once); reading stays possible (a TLS half-close).
+  awaitable<void> shutdown_send();
+
+  SSL* ssl() const { return ssl_; }
+  tcp::socket& socket() { return socket_; }
+  // Bytes OpenSSL already decrypted and holds (a pooled connection must have none).
+  bool has_buffered_data() const;
+
+ private:
+  awaitable<error_code> wait_for(int ssl_error);
+  error_code last_error(int ret);
+
+  tcp::socket socket_;
+  SSL* ssl_ = nullptr;
+  bool sent_close_notify_ = false;
+};
+
+class Stream {
+ public:
+  Stream() = default;
+  explicit Stream(tcp::socket s) : v_(std::move(s)) {}
+  explicit Stream(unix_socket s) : v_(std::move(s)) {}
+  explicit Stream(std::unique_ptr<TlsSocket> t) : v_(std::move(t)) {}
+  Stream(Stream&&) = default;
+  Stream& operator=(Stream&&) = default;
+
+  bool is_open() const;
+  awaitable<io_result> read_some(asio::mutable_buffer b);
+  // Writes all of b (or fails).
+  awaitable<error_code> write_all(asio::const_buffer b);
+  // Half-close: FIN on TCP and unix sockets, close_notify on TLS.
+  awaitable<void> shutdown_send();
+  void close();
+
+  SSL* ssl() const;  // null unless TLS
+  // The TCP socket underneath (null for a unix socket).
+  tcp::socket* tcp_socket();
+  // True when the peer has closed or sent unsolicited bytes: a pooled idle upstream connection
+  // in that state must not be reused.
+  bool peer_closed_or_sent() const;
+
+ private:
+  std::variant<std::monostate, tcp::socket, unix_socket, std::unique_ptr<TlsSocket>> v_;
+};
+
+}  // namespace portcullis::net

@@ -1,0 +1,147 @@
+#include "proxy/observe/access_log.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+
+namespace portcullis::observe {
+namespace {
+
+struct Sink {
+  std::mutex mu;
+  std::string target = "stdout";
+  int fd = STDOUT_FILENO;
+  bool off = false;
+};
+Sink& sink() {
+  static Sink s;
+  return s;
+}
+
+void open_locked(Sink& s) {
+  if (s.fd > STDERR_FILENO) ::close(s.fd);
+  s.off = s.target == "off";
+  if (s.target == "stdout") s.fd = STDOUT_FILENO;
+  else if (s.target == "stderr" || s.off) s.fd = STDERR_FILENO;  // denials still go somewhere
+  else {
+    s.fd = ::open(s.target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (s.fd < 0) s.fd = STDERR_FILENO;
+  }
+}
+
+void field(std::string& out, std::string_view key, std::string_view value) {
+  if (value.empty()) return;
+  out += ",\"";
+  out += key;
+  out += "\":\"";
+  json_escape(out, value);
+  out += '"';
+}
+
+void number(std::string& out, std::string_view key, std::uint64_t v) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  out += std::to_string(v);
+}
+
+}  // namespace
+
+void json_escape(std::string& out, std::string_view s) {
+  static const char* hex = "0123456789abcdef";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        } else {
+          out += static_cast<char>(c);  // UTF-8 passes through; invalid bytes were refused earlier
+        }
+    }
+  }
+}
+
+void configure_access_log(const std::string& target) {
+  auto& s = sink();
+  std::lock_guard lock(s.mu);
+  s.target = target;
+  open_locked(s);
+}
+
+void reopen_access_log() {
+  auto& s = sink();
+  std::lock_guard lock(s.mu);
+  open_locked(s);
+}
+
+void write_access_log(const AccessRecord& r) {
+  auto& s = sink();
+  if (s.off && r.outcome != "deny" && r.outcome != "audit-deny") return;
+  std::string line;
+  line.reserve(512);
+  auto now = std::chrono::system_clock::now();
+  auto secs = std::chrono::system_clock::to_time_t(now);
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() % 1000000;
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char ts[40];
+  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(micros));
+  line += "{\"@timestamp\":\"";
+  line += ts;
+  line += '"';
+  field(line, "event.outcome", r.outcome);
+  field(line, "listener.name", r.listener);
+  field(line, "source.ip", r.source_ip);
+  if (r.source_port) number(line, "source.port", r.source_port);
+  if (r.peer) {
+    field(line, "client.identity.spiffe", r.peer->spiffe);
+    field(line, "client.identity.user", r.peer->user);
+    if (!r.peer->groups.empty()) {
+      line += ",\"client.identity.groups\":[";
+      for (std::size_t i = 0; i < r.peer->groups.size(); ++i) {
+        if (i) line += ',';
+        line += '"';
+        json_escape(line, r.peer->groups[i]);
+        line += '"';
+      }
+      line += ']';
+    }
+  }
+  field(line, "http.request.method", r.method);
+  field(line, "url.path", r.path);
+  field(line, "url.query", r.query);
+  if (r.status) number(line, "http.response.status_code", static_cast<std::uint64_t>(r.status));
+  field(line, "rule.name", r.rule);
+  field(line, "reason", r.reason);
+  field(line, "kubernetes.verb", r.kube_verb);
+  field(line, "kubernetes.resource", r.kube_resource);
+  field(line, "kubernetes.namespace", r.kube_namespace);
+  field(line, "docker.action", r.docker_action);
+  field(line, "upstream.address", r.upstream);
+  number(line, "bytes.in", r.bytes_in);
+  number(line, "bytes.out", r.bytes_out);
+  number(line, "duration_us", static_cast<std::uint64_t>(r.duration.count()));
+  line += "}\n";
+  std::lock_guard lock(s.mu);
+  const char* p = line.data();
+  std::size_t left = line.size();
+  while (left > 0) {
+    ssize_t n = ::write(s.fd, p, left);
+    if (n <= 0) break;
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace portcullis::observe

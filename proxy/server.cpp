@@ -1,0 +1,262 @@
+#include "proxy/server.hpp"
+
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include "proxy/observe/access_log.hpp"
+
+namespace portcullis {
+namespace asio = boost::asio;
+namespace {
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+}
+
+struct Server::ListenerGroup {
+  std::string name;
+  std::string address;  // as bound: host:port
+  config::Protocol protocol;
+  std::uint64_t max_connections;
+  std::shared_ptr<std::atomic<std::uint64_t>> active = std::make_shared<std::atomic<std::uint64_t>>(0);
+  // acceptors[i] belongs to worker i and is only touched on its thread once running.
+  std::vector<std::unique_ptr<net::tcp::acceptor>> acceptors;
+};
+
+Server::Server(std::shared_ptr<const Snapshot> snapshot, RunOptions options)
+    : snapshot_(std::move(snapshot)), options_(options) {
+  for (unsigned i = 0; i < snapshot_->config.workers; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->index = i;
+    w->snapshot = snapshot_;
+    workers_.push_back(std::move(w));
+  }
+}
+
+Server::~Server() {
+  for (auto& w : workers_) w->ioc.stop();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+}
+
+std::shared_ptr<Server::ListenerGroup> Server::bind_listener(const ListenerRuntime& l) {
+  auto g = std::make_shared<ListenerGroup>();
+  g->name = l.cfg.name;
+  g->protocol = l.cfg.protocol;
+  g->max_connections = l.cfg.limits.max_connections;
+  auto addr = asio::ip::make_address(l.cfg.address.host);
+  std::uint16_t port = l.cfg.address.port;
+  for (auto& w : workers_) {
+    auto acc = std::make_unique<net::tcp::acceptor>(w->ioc);
+    net::tcp::endpoint ep(addr, port);
+    boost::system::error_code ec;
+    acc->open(ep.protocol(), ec);
+    if (!ec) acc->set_option(net::tcp::acceptor::reuse_address(true), ec);
+    if (!ec) {
+      int one = 1;
+      if (::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        ec.assign(errno, boost::system::system_category());
+    }
+    if (!ec && addr.is_v6()) acc->set_option(asio::ip::v6_only(true), ec);
+    if (!ec) acc->bind(ep, ec);
+    if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw std::runtime_error("listener '" + l.cfg.name + "': cannot listen on " + l.cfg.address.str() + ": " +
+                               ec.message());
+    // Port 0 picks a free port once; the other workers share it.
+    port = acc->local_endpoint().port();
+    g->acceptors.push_back(std::move(acc));
+  }
+  config::Address bound = l.cfg.address;
+  bound.port = port;
+  g->address = bound.str();
+  return g;
+}
+
+void Server::bind() {
+  for (const auto& [name, l] : snapshot_->listeners) groups_[name] = bind_listener(l);
+}
+
+void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    Worker& w = *workers_[i];
+    net::tcp::acceptor* acc = g->acceptors[i].get();
+    asio::co_spawn(
+        w.ioc,
+        [&w, acc, g]() -> asio::awaitable<void> {
+          for (;;) {
+            auto [ec, sock] = co_await acc->async_accept(use_tuple);
+            if (ec == asio::error::operation_aborted || !acc->is_open()) co_return;
+            if (ec) {
+              // Out of descriptors and the like: back off briefly instead of spinning.
+              spdlog::warn("listener '{}': accept failed: {}", g->name, ec.message());
+              asio::steady_timer t(w.ioc, std::chrono::milliseconds(50));
+              co_await t.async_wait(use_tuple);
+              continue;
+            }
+            if (w.draining) continue;  // sock closes as it goes out of scope
+            if (g->active->load(std::memory_order_relaxed) >= g->max_connections) {
+              spdlog::warn("listener '{}': max_connections ({}) reached; refusing a connection", g->name,
+                           g->max_connections);
+              continue;
+            }
+            g->active->fetch_add(1, std::memory_order_relaxed);
+            w.active.fetch_add(1, std::memory_order_relaxed);
+            auto serve = [](Worker& w, std::shared_ptr<ListenerGroup> g, net::tcp::socket s) -> asio::awaitable<void> {
+              if (g->protocol == config::Protocol::tcp) co_await serve_tcp(w, g->name, std::move(s));
+              else co_await serve_http(w, g->name, std::move(s));
+              g->active->fetch_sub(1, std::memory_order_relaxed);
+              w.active.fetch_sub(1, std::memory_order_relaxed);
+            };
+            asio::co_spawn(w.ioc, serve(w, g, std::move(sock)), [](std::exception_ptr e) {
+              if (e) {
+                try {
+                  std::rethrow_exception(e);
+                } catch (const std::exception& ex) {
+                  spdlog::error("connection ended by an unexpected exception: {}", ex.what());
+                }
+              }
+            });
+          }
+        },
+        asio::detached);
+  }
+}
+
+void Server::install_snapshot(std::shared_ptr<const Snapshot> s) {
+  snapshot_ = s;
+  for (auto& w : workers_) asio::post(w->ioc, [wp = w.get(), s] { wp->snapshot = s; });
+}
+
+void Server::reload(const std::string& why) {
+  spdlog::info("reloading {} ({})", snapshot_->config.path, why);
+  std::shared_ptr<const Snapshot> next;
+  try {
+    next = build_snapshot(config::load_file(snapshot_->config.path));
+  } catch (const config::ConfigError& e) {
+    for (const auto& d : e.diagnostics) spdlog::error("reload rejected, the previous config stays in force: {}", d.str());
+    return;
+  } catch (const std::exception& e) {
+    spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
+    return;
+  }
+  // Listeners: keep unchanged ones (their connections are untouched), bind new ones first so a
+  // bind failure leaves everything as it was, then close the removed ones.
+  std::map<std::string, std::shared_ptr<ListenerGroup>> next_groups, added;
+  try {
+    for (const auto& [name, l] : next->listeners) {
+      auto it = groups_.find(name);
+      auto old = snapshot_->listeners.find(name);
+      if (it != groups_.end() && old != snapshot_->listeners.end() &&
+          old->second.cfg.address.str() == l.cfg.address.str() && old->second.cfg.protocol == l.cfg.protocol) {
+        next_groups[name] = it->second;
+      } else {
+        added[name] = next_groups[name] = bind_listener(l);
+      }
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
+    return;
+  }
+  for (auto& [name, g] : groups_) {
+    if (next_groups.count(name) && next_groups[name] == g) continue;
+    for (std::size_t i = 0; i < workers_.size(); ++i)
+      asio::post(workers_[i]->ioc, [g, i] {
+        boost::system::error_code ec;
+        g->acceptors[i]->close(ec);
+      });
+  }
+  install_snapshot(next);
+  groups_ = next_groups;
+  for (auto& [name, g] : added) {
+    start_accepting(g);
+    spdlog::info("listener '{}' ready on {}", name, g->address);
+  }
+  spdlog::info("reload complete: config generation {}", next->generation);
+}
+
+void Server::wait_signal() {
+  signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    handle_signal(sig);
+    if (!stopping_) wait_signal();
+  });
+}
+
+void Server::stop() {
+  asio::post(main_ioc_, [this] { handle_signal(SIGTERM); });
+}
+
+void Server::handle_signal(int sig) {
+  if (sig == SIGHUP) {
+    reload("SIGHUP");
+  } else if (sig == SIGUSR1) {
+    observe::reopen_access_log();
+    spdlog::info("access log reopened");
+  } else if (!stopping_) {
+    stopping_ = true;
+    spdlog::info("{}: stop accepting, draining for up to {} ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                 options_.drain_timeout.count());
+    for (auto& [name, g] : groups_)
+      for (std::size_t i = 0; i < workers_.size(); ++i)
+        asio::post(workers_[i]->ioc, [g, i] {
+          boost::system::error_code ignored;
+          g->acceptors[i]->close(ignored);
+        });
+    for (auto& w : workers_) asio::post(w->ioc, [wp = w.get()] { wp->drain(); });
+  }
+}
+
+int Server::run() {
+  for (auto& [name, g] : groups_) start_accepting(g);
+  for (auto& w : workers_) {
+    threads_.emplace_back([wp = w.get()] {
+      auto guard = asio::make_work_guard(wp->ioc);
+      wp->ioc.run();
+    });
+  }
+  for (auto& [name, g] : groups_) spdlog::info("listener '{}' ready on {}", name, g->address);
+
+  signals_ = std::make_unique<asio::signal_set>(main_ioc_, SIGINT, SIGTERM, SIGHUP);
+  signals_->add(SIGUSR1);
+  wait_signal();
+  // Poll for the end of the drain (all connections closed, or the drain deadline).
+  asio::steady_timer tick(main_ioc_);
+  std::chrono::steady_clock::time_point drain_deadline{};
+  std::function<void()> poll;
+  poll = [&] {
+    tick.expires_after(std::chrono::milliseconds(50));
+    tick.async_wait([&](const boost::system::error_code&) {
+      if (stopping_) {
+        if (drain_deadline == std::chrono::steady_clock::time_point{})
+          drain_deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+        std::uint64_t active = 0;
+        for (auto& w : workers_) active += w->active.load();
+        if (active == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
+          if (active) spdlog::warn("drain timeout: closing {} connection(s)", active);
+          signals_->cancel();
+          main_ioc_.stop();
+          return;
+        }
+      }
+      poll();
+    });
+  };
+  poll();
+  main_ioc_.run();
+  for (auto& w : workers_) w->ioc.stop();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace portcullis

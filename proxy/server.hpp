@@ -1,0 +1,50 @@
+#pragma once
+// The running proxy: workers, their acceptors, signals, reload and graceful shutdown.
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/signal_set.hpp>
+
+#include "proxy/worker.hpp"
+
+namespace portcullis {
+
+struct RunOptions {
+  bool no_firewall = false;
+  std::chrono::milliseconds drain_timeout{10000};
+};
+
+class Server {
+ public:
+  Server(std::shared_ptr<const Snapshot> snapshot, RunOptions options);
+  ~Server();
+  // Binds every listener (SO_REUSEPORT, one acceptor per worker). Throws with a clear message.
+  void bind();
+  // Runs until SIGTERM/SIGINT, then drains. Returns the process exit code.
+  int run();
+  // Same as SIGTERM: stop accepting, drain, return from run(). Thread-safe.
+  void stop();
+
+ private:
+  void handle_signal(int sig);
+  void wait_signal();
+  struct ListenerGroup;
+  std::shared_ptr<ListenerGroup> bind_listener(const ListenerRuntime& l);
+  void start_accepting(const std::shared_ptr<ListenerGroup>& g);
+  void reload(const std::string& why);
+  void install_snapshot(std::shared_ptr<const Snapshot> s);
+
+  std::shared_ptr<const Snapshot> snapshot_;
+  RunOptions options_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::map<std::string, std::shared_ptr<ListenerGroup>> groups_;  // by listener name
+  boost::asio::io_context main_ioc_{1};
+  std::unique_ptr<boost::asio::signal_set> signals_;
+  bool stopping_ = false;
+};
+
+}  // namespace portcullis

@@ -1,0 +1,42 @@
+#pragma once
+// One worker = one thread, one io_context, its own acceptors and upstream pool. Connections
+// never move between workers; the only thing shared is the immutable Snapshot.
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <memory>
+#include <unordered_set>
+
+#include "proxy/net/stream.hpp"
+#include "proxy/snapshot.hpp"
+#include "proxy/upstream.hpp"
+
+namespace portcullis {
+
+struct Worker {
+  unsigned index = 0;
+  boost::asio::io_context ioc{1};
+  std::shared_ptr<const Snapshot> snapshot;  // replaced by a posted message on reload
+  UpstreamPool pool;
+  bool draining = false;
+  // Connections waiting for their next request; closed at once when draining.
+  std::unordered_set<net::Stream*> idle;
+  std::atomic<std::uint64_t> active{0};
+
+  void drain() {
+    draining = true;
+    for (auto* s : idle) s->close();
+    idle.clear();
+    pool.clear();
+  }
+};
+
+// Entry points for one accepted connection (proxy/http/session.cpp, proxy/tcp/relay.cpp).
+boost::asio::awaitable<void> serve_http(Worker& w, std::string listener, net::tcp::socket socket);
+boost::asio::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp::socket socket);
+
+// Copies bytes both ways until both directions end; half-closes are passed on. idle_ms bounds
+// the time with no bytes in either direction (0 = none). Returns {bytes a->b, bytes b->a}.
+boost::asio::awaitable<std::pair<std::uint64_t, std::uint64_t>> relay(net::Stream& a, net::Stream& b,
+                                                                       std::uint64_t idle_ms);
+
+}  // namespace portcullis
