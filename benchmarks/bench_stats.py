@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Helpers for compare.sh: read fields from portcullis-loadgen's JSON lines, and turn the
+per-round results into one line per scenario with medians and the ratio to the best peer.
+
+  bench_stats.py get FILE KEY[.KEY...]         print one field of the JSON line in FILE
+  bench_stats.py clean FILE                    exit 1 (and say why) unless the run had no errors
+                                               and only 2xx responses
+  bench_stats.py line RESULTS SCENARIO high|low
+      RESULTS is a TSV of "scenario proxy round value"; prints
+      SCENARIO portcullis=X haproxy=Y nginx=Z ratio_vs_best=R
+      where R > 1 always means Portcullis did better than the best peer (portcullis/best for
+      `high`-is-better metrics, best/portcullis for `low`-is-better ones).
+"""
+import json
+import statistics
+import sys
+
+PROXIES = ("portcullis", "haproxy", "nginx")
+
+
+def load(path):
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                return json.loads(line)
+    raise SystemExit(f"no JSON line in {path}")
+
+
+def get(path, key):
+    value = load(path)
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return "n/a"
+        value = value[part]
+    return value
+
+
+def clean(path):
+    r = load(path)
+    problems = []
+    if r.get("error_total", 0):
+        problems.append(f"errors {r['errors']}")
+    if r.get("ok", 0) != r.get("responses", 0):
+        problems.append(f"non-2xx statuses {r['status']}")
+    if r.get("responses", 0) == 0:
+        problems.append("no responses")
+    if problems:
+        print("; ".join(problems))
+        return 1
+    return 0
+
+
+def fmt(v):
+    if v is None:
+        return "n/a"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def line(results, scenario, better):
+    values = {p: [] for p in PROXIES}
+    with open(results) as f:
+        for row in f:
+            parts = row.split()
+            if len(parts) == 4 and parts[0] == scenario and parts[1] in values and parts[3] != "n/a":
+                values[parts[1]].append(float(parts[3]))
+    med = {p: (statistics.median(v) if v else None) for p, v in values.items()}
+    peers = [med[p] for p in PROXIES[1:] if med[p] is not None]
+    ratio = "n/a"
+    if med["portcullis"] is not None and peers:
+        if better == "high":
+            best = max(peers)
+            ratio = f"{med['portcullis'] / best:.2f}" if best > 0 else "n/a"
+        else:
+            best = min(peers)
+            ratio = f"{best / med['portcullis']:.2f}" if med["portcullis"] > 0 else "n/a"
+    rounds = max(len(v) for v in values.values())
+    cells = " ".join(f"{p}={fmt(med[p])}" for p in PROXIES)
+    print(f"{scenario} {cells} ratio_vs_best={ratio}  (median of {rounds}; {better}er is better)")
+
+
+def main(argv):
+    if len(argv) == 4 and argv[1] == "get":
+        print(get(argv[2], argv[3]))
+        return 0
+    if len(argv) == 3 and argv[1] == "clean":
+        return clean(argv[2])
+    if len(argv) == 5 and argv[1] == "line" and argv[4] in ("high", "low"):
+        line(argv[2], argv[3], argv[4])
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
