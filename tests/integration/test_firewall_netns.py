@@ -173,6 +173,24 @@ firewall:
 """
 
 
+# The rest of a config `portcullis` accepts (the firewall driver reads only the firewall: part).
+PROXY_PART = """
+upstreams:
+  app: { address: "tcp://127.0.0.1:8080" }
+listeners:
+  - name: outbound
+    address: 127.0.0.1:15001
+    protocol: tcp
+    upstream: app
+    policy: open
+policies:
+  open:
+    rules:
+      - name: everyone
+        from: { any: true }
+"""
+
+
 def listing(ns, table="portcullis"):
     """`nft -j list table` without handles and counter values, for comparisons."""
     out = json.loads(ns.ex("nft", "-j", "list", "table", "inet", table).stdout)["nftables"]
@@ -300,7 +318,7 @@ def test_portcullis_firewall_cli(env, tmp_path):
     helptext = run(binary, "firewall", "--help", check=False)
     if helptext.returncode != 0:
         _require(False, "this portcullis binary has no firewall command group yet")
-    cfg = write_config(tmp_path, "sidecar.yaml", SIDECAR)
+    cfg = write_config(tmp_path, "sidecar.yaml", PROXY_PART + SIDECAR)
     s = env["server"]
     assert run(binary, "firewall", "plan", "-c", cfg).stdout == run(env["driver"], "plan", cfg).stdout
     s.ex(binary, "firewall", "apply", "-c", cfg)
