@@ -173,22 +173,15 @@ firewall:
 """
 
 
-# The rest of a config `portcullis` accepts (the firewall driver reads only the firewall: part).
-PROXY_PART = """
-upstreams:
-  app: { address: "tcp://127.0.0.1:8080" }
-listeners:
-  - name: outbound
-    address: 127.0.0.1:15001
-    protocol: tcp
-    upstream: app
-    policy: open
-policies:
-  open:
-    rules:
-      - name: everyone
-        from: { any: true }
-"""
+def proxy_part(listener, address, app_port, plaintext_allow=False):
+    """The rest of a config `portcullis` accepts (the firewall driver reads only `firewall:`)."""
+    lines = ["upstreams:", '  app: { address: "tcp://127.0.0.1:%d" }' % app_port,
+             "listeners:", "  - name: " + listener, "    address: " + address]
+    if plaintext_allow:
+        lines.append("    plaintext: allow")
+    lines += ["    protocol: tcp", "    upstream: app", "    policy: open",
+              "policies:", "  open:", "    rules:", "      - name: everyone", "        from: { any: true }"]
+    return "\n".join(lines) + "\n"
 
 
 def listing(ns, table="portcullis"):
@@ -318,10 +311,49 @@ def test_portcullis_firewall_cli(env, tmp_path):
     helptext = run(binary, "firewall", "--help", check=False)
     if helptext.returncode != 0:
         _require(False, "this portcullis binary has no firewall command group yet")
-    cfg = write_config(tmp_path, "sidecar.yaml", PROXY_PART + SIDECAR)
+    cfg = write_config(tmp_path, "sidecar.yaml", proxy_part("outbound", "127.0.0.1:15001", 8080) + SIDECAR)
     s = env["server"]
     assert run(binary, "firewall", "plan", "-c", cfg).stdout == run(env["driver"], "plan", cfg).stdout
     s.ex(binary, "firewall", "apply", "-c", cfg)
     assert "chain prerouting_ingress" in s.ex(binary, "firewall", "show", "-c", cfg).stdout
     s.ex(binary, "firewall", "delete", "-c", cfg)
     assert s.ex(binary, "firewall", "show", "-c", cfg, check=False).returncode == 2
+
+
+def test_rules_outlive_a_killed_proxy(env, tmp_path):
+    """`portcullis run` applies the firewall; after SIGKILL the table is still there and the app's
+    port is not reachable around the proxy (the redirect now points at a closed port)."""
+    binary = os.environ.get("PORTCULLIS_BIN")
+    _require(binary and os.access(binary, os.X_OK), "PORTCULLIS_BIN is not built")
+    s, c = env["server"], env["client"]
+    env["listen"](s, "0.0.0.0", 8081, "app")
+    cfg = write_config(tmp_path, "run.yaml", proxy_part("inbound", "0.0.0.0:15106", 8081, True) + textwrap.dedent("""
+        firewall:
+          table: portcullis
+          intercept:
+            inbound: { ports: [8081], to: 15106 }
+          ingress:
+            default: drop
+            allow:
+              - { cidrs: [10.77.0.2/32], ports: [8081] }
+        """))
+    stderr = open(tmp_path / "proxy.stderr", "wb")
+    proxy = subprocess.Popen(["ip", "netns", "exec", s.name, binary, "run", "-c", cfg],
+                             stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        for _ in range(300):  # up to 15 s
+            if "ready" in (tmp_path / "proxy.stderr").read_text() or proxy.poll() is not None:
+                break
+            time.sleep(0.05)
+        log = (tmp_path / "proxy.stderr").read_text()
+        assert proxy.poll() is None, "portcullis exited: " + log
+        assert connect(c, "10.77.0.1", 8081, src="10.77.0.2") == "OK:app", log
+        assert connect(c, "10.77.0.1", 8081, src="10.77.0.3") == "ERR:timeout"
+    finally:
+        proxy.kill()
+        proxy.wait(timeout=10)
+    assert "chain prerouting_intercept" in s.ex("nft", "list", "table", "inet", "portcullis").stdout
+    # The app still listens on 8081, but every path to it goes through the (dead) proxy.
+    assert connect(c, "10.77.0.1", 8081, src="10.77.0.2") == "ERR:ConnectionRefusedError"
+    assert connect(c, "10.77.0.1", 8081, src="10.77.0.3") == "ERR:timeout"
+    s.ex(binary, "firewall", "delete", "-c", cfg)
