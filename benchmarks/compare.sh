@@ -13,7 +13,7 @@
 #   HANDSHAKE_CONNS [16]  connections of the handshake run
 #   OPEN_RATE [auto]      open-loop rate; auto = half the slowest keep-alive median, rounded
 #   UPLOAD_BYTES [1e9]    UPLOAD_ROUNDS [3]
-#   IDLE_CONNS [10000]    IDLE_ROUNDS [2]  IDLE_HOLD [4]
+#   IDLE_CONNS [10000]    IDLE_ROUNDS [1]  IDLE_HOLD [4]
 #   WORKERS [2]           worker threads/processes of every proxy
 #   PROXIES ["portcullis haproxy nginx"]
 #   PORTCULLIS_BIN [build/portcullis]  the binary under test (scripts/build.sh builds it)
@@ -31,7 +31,7 @@ OPEN_RATE=${OPEN_RATE:-auto}
 UPLOAD_BYTES=${UPLOAD_BYTES:-1000000000}
 UPLOAD_ROUNDS=${UPLOAD_ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-10000}
-IDLE_ROUNDS=${IDLE_ROUNDS:-2}
+IDLE_ROUNDS=${IDLE_ROUNDS:-1}
 IDLE_HOLD=${IDLE_HOLD:-4}
 WORKERS=${WORKERS:-2}
 PROXIES=${PROXIES:-"portcullis haproxy nginx"}
@@ -88,23 +88,16 @@ service_pids() {
   echo "$p" $(ps -o pid= --ppid "$p" 2>/dev/null)
 }
 
-rss_kib() {  # summed VmRSS of a service's processes
+sum_over_service() {  # sum_over_service NAME FILE AWK: AWK's output summed over /proc/PID/FILE
   local total=0 p v
   for p in $(service_pids "$1"); do
-    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+    v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || true)
     total=$((total + ${v:-0}))
   done
   echo "$total"
 }
-
-cpu_ticks() {  # summed utime+stime of a service's processes (children included)
-  local total=0 p v
-  for p in $(service_pids "$1"); do
-    v=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true)
-    total=$((total + ${v:-0}))
-  done
-  echo "$total"
-}
+rss_kib() { sum_over_service "$1" status '/^VmRSS:/ {print $2}'; }
+cpu_ticks() { sum_over_service "$1" stat '{print $14 + $15}'; }  # utime + stime, threads included
 
 render() {  # render TEMPLATE PORT UPSTREAM_PORT OUT
   sed -e "s#@RUN@#$run#g" -e "s#@CERTS@#$run/certs#g" -e "s#@PORT@#$2#g" \
@@ -141,7 +134,7 @@ if [ "${BUILD_PORTCULLIS:-0}" = 1 ] && [[ " $PROXIES " == *" portcullis "* ]]; t
 fi
 [ -x "$portcullis_bin" ] || log "no portcullis binary at $portcullis_bin: portcullis=n/a"
 log "portcullis: $portcullis_bin ($(stat -c %y "$portcullis_bin" 2>/dev/null | cut -d. -f1))"
-log "built in $(( $(date +%s) - started ))s"
+log "built in $(( $(date +%s) - started ))s; $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), $(openssl version | cut -d' ' -f1-2), portcullis at $(git -C "$root" rev-parse --short HEAD 2>/dev/null)"
 
 # ---- certificates, configs, upstreams ----
 
@@ -195,7 +188,9 @@ lg() {  # lg OUT URL ARGS...: one load-generator run against a URL; JSON to OUT
   "$loadgen" "$url" "$@" > "$out" 2> "$out.err" || true
 }
 
-tls_args=(--cert "$certs/bench-client.pem" --tls13)
+# Every run offers TLS 1.3 with AES-128-GCM only, so every proxy negotiates the same cipher (left
+# to themselves Portcullis prefers AES-128-GCM and the peers AES-256-GCM).
+tls_args=(--cert "$certs/bench-client.pem" --tls13 --ciphersuites TLS_AES_128_GCM_SHA256)
 
 # ---- allowlist check: each proxy must do the same job before its numbers count ----
 
@@ -211,7 +206,7 @@ check_allowlist() {  # check_allowlist NAME
   for c in "${cases[@]}"; do
     IFS='|' read -r want target args <<< "$c"
     # shellcheck disable=SC2086  # args is a word list on purpose
-    lg "$f" "$target" --ca "$certs/ca.crt" --tls13 -c 1 -t 1 -n 1 $args
+    lg "$f" "$target" --ca "$certs/ca.crt" "${tls_args[@]:2}" -c 1 -t 1 -n 1 $args
     got=$(python3 "$here/bench_stats.py" get "$f" status | tr -dc '0-9')
     if [ "${got:0:3}" != "$want" ]; then
       log "$name fails the allowlist check: $target ($args) gave '${got:-error}', want $want"
@@ -219,11 +214,13 @@ check_allowlist() {  # check_allowlist NAME
     fi
   done
   # Without a client certificate nothing may get through.
-  lg "$f" "$url/api/check" --ca "$certs/ca.crt" --tls13 -c 1 -t 1 -n 1
+  lg "$f" "$url/api/check" --ca "$certs/ca.crt" "${tls_args[@]:2}" -c 1 -t 1 -n 1
   if [ "$(python3 "$here/bench_stats.py" get "$f" ok)" != 0 ]; then
     log "$name answered 2xx to a client without a certificate"
     return 1
   fi
+  log "$name passes the allowlist check ($(python3 "$here/bench_stats.py" get "$run/check.json" tls_version)," \
+    "$(python3 "$here/bench_stats.py" get "$run/check.json" cipher))"
 }
 
 for name in $PROXIES; do
@@ -272,6 +269,30 @@ direct_p99=$(python3 "$here/bench_stats.py" get "$run/direct.json" latency_us.p9
 lg "$run/direct-upload.json" "http://127.0.0.1:$sink_port/upload/bench" -c 1 -t 1 -n 1 --body-bytes "$UPLOAD_BYTES"
 direct_upload=$(python3 "$here/bench_stats.py" get "$run/direct-upload.json" upload_MBps | xargs printf '%.0f')
 echo "reference aes128gcm_1core_MBps=$aes loopback_tcp_MBps=$tcp direct_upstream_rps=$direct direct_upstream_p99_us=$direct_p99 direct_upload_MBps=$direct_upload (plaintext, no proxy)"
+
+# ---- cross-check of the load generator against ApacheBench (ab -k: HTTP/1.0 keep-alive) ----
+# Same proxy, same 8 connections, one thread each, interleaved three times.
+
+if command -v ab > /dev/null; then
+  target=${available[-1]}
+  for r in 0 1 2; do
+    ab -k -c 8 -n 20000 -E "$certs/bench-client.pem" "https://127.0.0.1:${port[$target]}/api/bench" 2>&1 |
+      awk -v r=$r '/^Requests per second/ {print "crosscheck_ab_rps", "ab", r, $4} /^(Failed|Non-2xx)/ && $NF != 0 {print "ab:", $0 > "/dev/stderr"}' >> "$results"
+    # No cipher restriction here: the same cipher ab negotiates (the server's choice).
+    lg "$run/cross-$r.json" "https://127.0.0.1:${port[$target]}/api/bench" --cert "$certs/bench-client.pem" -c 8 -t 1 -n 20000
+    echo "crosscheck_ab_rps loadgen $r $(python3 "$here/bench_stats.py" get "$run/cross-$r.json" ok_rps)" >> "$results"
+  done
+  python3 - "$results" "$target" <<'EOF'
+import statistics, sys
+v = {}
+for row in open(sys.argv[1]):
+    s, who, _, x = row.split()
+    if s == "crosscheck_ab_rps":
+        v.setdefault(who, []).append(float(x))
+print("crosscheck against %s, 8 connections, 1 thread: ab_k_rps=%.0f loadgen_rps=%.0f (medians of 3; ab speaks HTTP/1.0)"
+      % (sys.argv[2], statistics.median(v.get("ab", [0])), statistics.median(v.get("loadgen", [0]))))
+EOF
+fi
 
 # ---- scenario 1: keep-alive small requests, closed loop ----
 
