@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "firewall/netlink.hpp"
 #include "firewall/ruleset.hpp"
 
 namespace fw = portcullis::firewall;
@@ -158,4 +159,30 @@ TEST_CASE("nft accepts the rendered ruleset (nft -c in a private network namespa
     CHECK(status == 0);
   }
   std::remove(path.c_str());
+}
+
+TEST_CASE("an update that changes only set elements is sent as an element diff", "[firewall]") {
+  auto a = sidecar_spec();
+  auto b = a;
+  b.ingress_allow.push_back({{"172.16.0.0/12", "2001:db8::/32"}, {}, "tcp"});
+  CHECK(fw::same_structure(fw::build_ruleset(a), fw::build_ruleset(b)));
+  auto c = a;
+  c.ingress_allow.push_back({{"172.16.0.0/12"}, {}, "udp"});  // a new set and a new rule
+  CHECK_FALSE(fw::same_structure(fw::build_ruleset(a), fw::build_ruleset(c)));
+  auto d = a;
+  d.intercept_inbound->to = 15007;  // a rule changes
+  CHECK_FALSE(fw::same_structure(fw::build_ruleset(a), fw::build_ruleset(d)));
+}
+
+TEST_CASE("elements print as nft prints them", "[firewall]") {
+  fw::Spec s;
+  s.has_egress = true;
+  s.egress_allow = {{{"2001:db8::/32", "2001:db9::/32", "10.0.0.0/31", "10.0.0.2"}, {443}, "tcp"}};
+  const auto rs = fw::build_ruleset(s);
+  std::vector<std::string> got;
+  for (const auto& set : rs.sets)
+    for (const auto& e : set.elements) got.push_back(fw::render_element(set, e));
+  CHECK(std::find(got.begin(), got.end(), "10.0.0.0-10.0.0.2 . tcp . 443") != got.end());
+  CHECK(std::find(got.begin(), got.end(), "2001:db8::/31 . tcp . 443") != got.end());
+  CHECK(std::find(got.begin(), got.end(), "nd-neighbor-solicit") != got.end());
 }
