@@ -54,6 +54,7 @@ std::string security_opt_allow_name(std::string_view opt) {
     }
   }
   std::string k = lower(key), v = lower(value);
+  if (k == "disable" && value.empty()) return "label_disable";  // dockerd reads a bare "disable" as label=disable
   if (k == "no-new-privileges") return "";
   // Any profile other than the built-in one can allow every syscall.
   if (k == "seccomp") return v == "builtin" ? "" : "seccomp_unconfined";

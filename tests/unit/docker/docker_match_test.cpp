@@ -149,6 +149,7 @@ TEST_CASE("each dangerous feature is denied unless allowed, with its name in the
       {R"({"SecurityOpt":["apparmor:unconfined"]})", "apparmor_unconfined"},
       {R"({"SecurityOpt":["label=disable"]})", "label_disable"},
       {R"({"SecurityOpt":["label:disable"]})", "label_disable"},
+      {R"({"SecurityOpt":["disable"]})", "label_disable"},
       {R"({"SecurityOpt":["label=type:spc_t"]})", "label_disable"},
       {R"({"SecurityOpt":["systempaths=unconfined"]})", "systempaths_unconfined"},
       {R"({"MaskedPaths":[]})", "systempaths_unconfined"},
