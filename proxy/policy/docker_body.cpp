@@ -187,7 +187,11 @@ class BodyReader {
         }
       }
     }
-    if (!device.empty() && type != "tmpfs" && (bind || device.starts_with('/')))
+    // With MS_BIND the kernel ignores the type, so o=bind always binds `device`; otherwise an
+    // absolute device is a host block device or directory, except for network filesystems
+    // ("//server/share" for cifs) and tmpfs, where it is only a name.
+    bool remote = type == "nfs" || type == "nfs4" || type == "cifs" || type == "smb3";
+    if (!device.empty() && (bind || (type != "tmpfs" && !remote && device.starts_with('/'))))
       add_bind(device, at + ".device");
   }
 

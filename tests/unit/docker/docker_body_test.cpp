@@ -266,13 +266,18 @@ TEST_CASE("volume create binding a host path") {
               R"({"DriverOpts":{"type":"overlay","device":"overlay","o":"lowerdir=/etc:/usr,upperdir=/u,workdir=/w"}})");
   CHECK(r.attrs.binds.size() == 4);
 
+  r = inspect("POST", "/volumes/create", R"({"DriverOpts":{"type":"tmpfs","o":"rbind","device":"/etc"}})");
+  REQUIRE(r.attrs.binds.size() == 1);  // MS_BIND ignores the type
+  CHECK(r.attrs.binds[0].source == "/etc");
+
   r = inspect("POST", "/volumes/create", R"({"Name":"v","DriverOpts":{"type":"none","o":"bind","device":"rel"}})");
   REQUIRE(r.attrs.binds.size() == 1);
   CHECK_FALSE(r.attrs.binds[0].error.empty());  // relative: cannot be checked
 
   for (const char* ok : {R"({"Name":"v"})", R"({"Name":"v","DriverOpts":{"type":"tmpfs","device":"tmpfs","o":"size=100m"}})",
                          R"({"Name":"v","Driver":"rexray","DriverOpts":{"device":"/"}})",
-                         R"({"Name":"v","DriverOpts":{"type":"nfs","o":"addr=10.0.0.1","device":":/export"}})"}) {
+                         R"({"Name":"v","DriverOpts":{"type":"nfs","o":"addr=10.0.0.1","device":":/export"}})",
+                         R"({"Name":"v","DriverOpts":{"type":"cifs","o":"username=u","device":"//server/share"}})"}) {
     INFO(ok);
     auto v = inspect("POST", "/volumes/create", ok);
     REQUIRE_FALSE(v.refusal);
