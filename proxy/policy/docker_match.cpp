@@ -99,6 +99,15 @@ bool is_shared_namespace(std::string_view mode) {
 }
 
 const char* const kDocsNotes = R"(
+## What common CLI commands need
+
+- `docker version`, `info`, `ps`, `images`, `inspect`, `events`: `read` (the CLI's `HEAD /_ping` too).
+- `docker run IMAGE` in the foreground: `container.create`, `container.attach`, `container.start`,
+  `container.wait` (and `container.resize` with `-t`, `image.pull` when the image is missing;
+  `--rm` is `AutoRemove` in the create body, no extra call).
+- `docker exec`: `container.exec`. `docker logs`: `container.logs`. `docker cp`:
+  `container.archive`. `docker pull`: `image.pull`. `docker login`: `system.auth`.
+
 ## How requests are judged
 
 - **Actions.** `actions: []` (or omitted) grants every known action, like `*`; `container.*` grants a
