@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "certs/tls.hpp"
+
 #include <spdlog/spdlog.h>
 
 namespace portcullis::certs {
@@ -70,20 +72,7 @@ std::vector<CertificateExpiry> ContextReloader::expiry(std::time_t now) const {
 }
 
 int ContextReloader::warn_if_expiring(std::time_t now) const {
-  int warned = 0;
-  const std::int64_t threshold = static_cast<std::int64_t>(bundle_.expiry_warning_days) * seconds_per_day;
-  for (const CertificateExpiry& cert : expiry(now)) {
-    if (cert.seconds_left <= 0) {
-      spdlog::error("tls bundle '{}': certificate {} (serial {}) has EXPIRED; peers will refuse it", bundle_.name,
-                    cert.subject, cert.serial);
-      ++warned;
-    } else if (cert.seconds_left < threshold) {
-      spdlog::warn("tls bundle '{}': certificate {} (serial {}) expires in {} hours", bundle_.name, cert.subject,
-                   cert.serial, cert.seconds_left / 3600);
-      ++warned;
-    }
-  }
-  return warned;
+  return certs::warn_if_expiring(bundle_.name, get().get(), bundle_.expiry_warning_days, now);
 }
 
 namespace {

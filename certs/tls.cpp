@@ -12,6 +12,8 @@
 #include <cstring>
 #include <string_view>
 
+#include <spdlog/spdlog.h>
+
 #include "certs/spiffe.hpp"
 #include "certs/ticket_keys.hpp"
 #include "certs/x509_text.hpp"
@@ -441,6 +443,24 @@ std::vector<CertificateExpiry> certificate_expiry(SSL_CTX* ctx, std::time_t now)
     }
   }
   return result;
+}
+
+int warn_if_expiring(const std::string& bundle_name, SSL_CTX* ctx, int warning_days, std::time_t now) {
+  constexpr std::int64_t seconds_per_day = 86400;
+  const std::int64_t threshold = static_cast<std::int64_t>(warning_days) * seconds_per_day;
+  int warned = 0;
+  for (const CertificateExpiry& cert : certificate_expiry(ctx, now)) {
+    if (cert.seconds_left <= 0) {
+      spdlog::error("tls bundle '{}': certificate {} (serial {}) has EXPIRED; peers will refuse it", bundle_name,
+                    cert.subject, cert.serial);
+      ++warned;
+    } else if (cert.seconds_left < threshold) {
+      spdlog::warn("tls bundle '{}': certificate {} (serial {}) expires in {} hours", bundle_name, cert.subject,
+                   cert.serial, cert.seconds_left / 3600);
+      ++warned;
+    }
+  }
+  return warned;
 }
 
 std::string peer_verify_error(const SSL* ssl) {

@@ -71,6 +71,11 @@ struct CertificateExpiry {
 // and warnings). Empty for a context without a certificate. Never throws on odd certificates.
 std::vector<CertificateExpiry> certificate_expiry(SSL_CTX* ctx, std::time_t now);
 
+// Logs a warning for each certificate ctx presents with less than `warning_days` left (an error
+// once expired), naming the bundle; returns how many it logged. Call after building a context
+// and on a timer (e.g. hourly) so that a long-running process warns in time.
+int warn_if_expiring(const std::string& bundle_name, SSL_CTX* ctx, int warning_days, std::time_t now);
+
 // Why the peer's certificate was not accepted, for the log line of a failed handshake
 // (e.g. "certificate has expired", "unsupported certificate purpose"); empty if it was.
 std::string peer_verify_error(const SSL* ssl);

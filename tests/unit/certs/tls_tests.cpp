@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
@@ -53,6 +54,37 @@ void replace_subject_alt_names(X509* cert, const char* names) {
   REQUIRE(extension != nullptr);
   X509_add_ext(cert, extension, -1);
   X509_EXTENSION_free(extension);
+}
+
+// A CRL signed by the dev CA in ca_dir, revoking `revoked` (none when null).
+void write_crl(const std::filesystem::path& ca_dir, X509* revoked, const std::filesystem::path& out) {
+  X509* ca = load_certificate(ca_dir / "ca.crt");
+  BIO* key_file = BIO_new_file((ca_dir / "ca.key").c_str(), "r");
+  EVP_PKEY* ca_key = PEM_read_bio_PrivateKey(key_file, nullptr, nullptr, nullptr);
+  BIO_free(key_file);
+  X509_CRL* crl = X509_CRL_new();
+  X509_CRL_set_version(crl, X509_CRL_VERSION_2);
+  X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca));
+  ASN1_TIME* last_update = ASN1_TIME_adj(nullptr, std::time(nullptr), 0, -60);
+  ASN1_TIME* next_update = ASN1_TIME_adj(nullptr, std::time(nullptr), 1, 0);
+  X509_CRL_set1_lastUpdate(crl, last_update);
+  X509_CRL_set1_nextUpdate(crl, next_update);
+  if (revoked != nullptr) {
+    X509_REVOKED* entry = X509_REVOKED_new();
+    X509_REVOKED_set_serialNumber(entry, const_cast<ASN1_INTEGER*>(X509_get0_serialNumber(revoked)));
+    X509_REVOKED_set_revocationDate(entry, last_update);
+    X509_CRL_add0_revoked(crl, entry);
+  }
+  X509_CRL_sort(crl);
+  REQUIRE(X509_CRL_sign(crl, ca_key, EVP_sha256()) > 0);
+  BIO* file = BIO_new_file(out.c_str(), "w");
+  PEM_write_bio_X509_CRL(file, crl);
+  BIO_free(file);
+  ASN1_TIME_free(last_update);
+  ASN1_TIME_free(next_update);
+  X509_CRL_free(crl);
+  EVP_PKEY_free(ca_key);
+  X509_free(ca);
 }
 
 std::string selected_alpn(SSL* ssl) {
@@ -195,6 +227,29 @@ TEST_CASE("client certificates from another CA or without clientAuth are refused
   Handshake wrong = handshake(wrong_usage.get(), server.get());
   CHECK_FALSE(wrong.ok);
   CHECK_THAT(peer_verify_error(wrong.server.get()), Catch::Contains("purpose"));
+}
+
+TEST_CASE("with a crl, a revoked client certificate is refused and others are accepted", "[tls][crl]") {
+  Pki pki;
+  auto client = make_client_context(pki.client, http11);
+  BundleSpec with_crl = pki.server;
+  with_crl.crl = (pki.scratch.path / "ca.crl").string();
+
+  write_crl(pki.ca, nullptr, with_crl.crl);
+  auto nothing_revoked = make_server_context(with_crl, ClientCertMode::required, http11);
+  CHECK(handshake(client.get(), nothing_revoked.get()).ok);
+
+  X509* revoked = load_certificate(pki.client.cert);
+  write_crl(pki.ca, revoked, with_crl.crl);
+  X509_free(revoked);
+  auto server = make_server_context(with_crl, ClientCertMode::required, http11);
+  Handshake refused = handshake(client.get(), server.get());
+  CHECK_FALSE(refused.ok);
+  CHECK(peer_verify_error(refused.server.get()) == "certificate revoked");
+
+  BundleSpec missing = pki.server;
+  missing.crl = (pki.scratch.path / "missing.crl").string();
+  CHECK_THROWS_WITH(make_server_context(missing, ClientCertMode::required, http11), Catch::Contains("missing.crl"));
 }
 
 TEST_CASE("a client refuses a server certificate without serverAuth or with the wrong name", "[tls]") {
