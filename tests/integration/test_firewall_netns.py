@@ -357,3 +357,131 @@ def test_rules_outlive_a_killed_proxy(env, tmp_path):
     assert connect(c, "10.77.0.1", 8081, src="10.77.0.2") == "ERR:ConnectionRefusedError"
     assert connect(c, "10.77.0.1", 8081, src="10.77.0.3") == "ERR:timeout"
     s.ex(binary, "firewall", "delete", "-c", cfg)
+
+
+ECHO_XFCC = textwrap.dedent("""
+    import http.server, sys
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ("xfcc=" + str(self.headers.get("x-forwarded-client-cert"))).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    s = http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H)
+    s.timeout = 120
+    print("ready", flush=True)
+    for _ in range(50):
+        s.handle_request()
+""")
+
+FETCH = textwrap.dedent("""
+    import sys, urllib.request
+    try:
+        print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
+    except Exception as e:
+        print("ERR:" + type(e).__name__ + ":" + str(e))
+""")
+
+
+def start_proxy(ns, binary, cfg, log_path):
+    log = open(log_path, "wb")
+    p = subprocess.Popen(["ip", "netns", "exec", ns.name, binary, "run", "-c", cfg],
+                         stdout=subprocess.DEVNULL, stderr=log)
+    for _ in range(300):  # up to 15 s
+        text = open(log_path).read()
+        if "ready" in text or p.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "portcullis exited: " + open(log_path).read()
+    return p
+
+
+def test_two_pods_talk_mtls_through_both_sidecars(env, tmp_path):
+    """A's app -> A's sidecar (outbound redirect, mTLS) -> B's sidecar (inbound redirect) -> B's app.
+    B's app sees A's SPIFFE ID in XFCC; the veth carries TLS, never the plaintext request."""
+    binary = os.environ.get("PORTCULLIS_BIN")
+    _require(binary and os.access(binary, os.X_OK), "PORTCULLIS_BIN is not built")
+    _require(shutil.which("tcpdump") is not None, "needs tcpdump")
+    a, b = env["client"], env["server"]  # pod A = 10.77.0.2, pod B = 10.77.0.1
+    d = str(tmp_path)
+    run(binary, "certs", "init", "--dir", d + "/ca")
+    for name in ("a", "b"):
+        run(binary, "certs", "issue", "--ca", d + "/ca", "--out", d + "/" + name, "--name", name,
+            "--spiffe", "spiffe://cluster.local/ns/t/sa/" + name)
+    tls = lambda n: ("tls:\n  workload: { cert: %s/%s/%s.crt, key: %s/%s/%s.key, ca: %s/ca/ca.crt }\n"
+                     % (d, n, n, d, n, n, d))
+    cfg_a = write_config(tmp_path, "a.yaml", tls("a") + textwrap.dedent("""
+        upstreams:
+          mesh: { address: original_dst, tls: workload, verify_spiffe: ["spiffe://cluster.local/ns/t/sa/b"] }
+        listeners:
+          - name: outbound
+            address: 127.0.0.1:15201
+            protocol: tcp
+            upstream: mesh
+            policy: out
+        policies:
+          out:
+            rules:
+              - name: any
+                from: { any: true }
+        firewall:
+          table: portcullis
+          proxy_uid: 0
+          intercept:
+            outbound: { to: 15201 }
+        """))
+    cfg_b = write_config(tmp_path, "b.yaml", tls("b") + textwrap.dedent("""
+        upstreams:
+          app: { address: "tcp://127.0.0.1:8090" }
+        listeners:
+          - name: inbound
+            address: 0.0.0.0:15206
+            tls: workload
+            protocol: http
+            upstream: app
+            policy: in
+        policies:
+          in:
+            rules:
+              - name: pod-a
+                from: { spiffe: ["spiffe://cluster.local/ns/t/sa/a"] }
+        firewall:
+          table: portcullis
+          intercept:
+            inbound: { ports: [8090], to: 15206 }
+          ingress:
+            default: drop
+            allow:
+              - { cidrs: [10.77.0.2/32], ports: [8090] }
+        """))
+    app = b.popen(PY, "-c", ECHO_XFCC, "127.0.0.1", "8090")
+    assert app.stdout.readline().strip() == "ready"
+    pcap = d + "/veth.pcap"
+    dump = b.popen("tcpdump", "-Z", "root", "-i", env["dir"] + "a", "-U", "-w", pcap, "-c", "200", "tcp", "port", "8090")
+    assert "listening on" in dump.stderr.readline()
+    proxies = []
+    try:
+        proxies.append(start_proxy(b, binary, cfg_b, d + "/b.log"))
+        proxies.append(start_proxy(a, binary, cfg_a, d + "/a.log"))
+        out = a.ex("setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups",
+                   PY, "-c", FETCH, "http://10.77.0.1:8090/hello").stdout.strip()
+        logs = open(d + "/a.log").read() + open(d + "/b.log").read()
+        assert out.startswith("xfcc="), out + "\n" + logs
+        assert "spiffe://cluster.local/ns/t/sa/a" in out, out
+    finally:
+        for p in proxies:
+            p.kill()
+            p.wait(timeout=10)
+        time.sleep(0.3)
+        dump.terminate()
+        dump.wait(timeout=10)
+        app.kill()
+        app.wait(timeout=10)
+        for ns in (a, b):
+            ns.ex("nft", "delete", "table", "inet", "portcullis", check=False)
+    data = open(pcap, "rb").read()
+    assert b"GET /hello" not in data
+    assert b"\x16\x03" in data  # TLS handshake records on the wire
