@@ -320,6 +320,19 @@ def test_portcullis_firewall_cli(env, tmp_path):
     assert s.ex(binary, "firewall", "show", "-c", cfg, check=False).returncode == 2
 
 
+def start_proxy(ns, binary, cfg, log_path):
+    log = open(log_path, "wb")
+    p = subprocess.Popen(["ip", "netns", "exec", ns.name, binary, "run", "-c", cfg],
+                         stdout=subprocess.DEVNULL, stderr=log)
+    for _ in range(300):  # up to 15 s
+        text = open(log_path).read()
+        if "ready" in text or p.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "portcullis exited: " + open(log_path).read()
+    return p
+
+
 def test_rules_outlive_a_killed_proxy(env, tmp_path):
     """`portcullis run` applies the firewall; after SIGKILL the table is still there and the app's
     port is not reachable around the proxy (the redirect now points at a closed port)."""
@@ -337,16 +350,9 @@ def test_rules_outlive_a_killed_proxy(env, tmp_path):
             allow:
               - { cidrs: [10.77.0.2/32], ports: [8081] }
         """))
-    stderr = open(tmp_path / "proxy.stderr", "wb")
-    proxy = subprocess.Popen(["ip", "netns", "exec", s.name, binary, "run", "-c", cfg],
-                             stdout=subprocess.DEVNULL, stderr=stderr)
+    proxy = start_proxy(s, binary, cfg, str(tmp_path / "proxy.stderr"))
     try:
-        for _ in range(300):  # up to 15 s
-            if "ready" in (tmp_path / "proxy.stderr").read_text() or proxy.poll() is not None:
-                break
-            time.sleep(0.05)
         log = (tmp_path / "proxy.stderr").read_text()
-        assert proxy.poll() is None, "portcullis exited: " + log
         assert connect(c, "10.77.0.1", 8081, src="10.77.0.2") == "OK:app", log
         assert connect(c, "10.77.0.1", 8081, src="10.77.0.3") == "ERR:timeout"
     finally:
@@ -384,19 +390,6 @@ FETCH = textwrap.dedent("""
     except Exception as e:
         print("ERR:" + type(e).__name__ + ":" + str(e))
 """)
-
-
-def start_proxy(ns, binary, cfg, log_path):
-    log = open(log_path, "wb")
-    p = subprocess.Popen(["ip", "netns", "exec", ns.name, binary, "run", "-c", cfg],
-                         stdout=subprocess.DEVNULL, stderr=log)
-    for _ in range(300):  # up to 15 s
-        text = open(log_path).read()
-        if "ready" in text or p.poll() is not None:
-            break
-        time.sleep(0.05)
-    assert p.poll() is None, "portcullis exited: " + open(log_path).read()
-    return p
 
 
 def test_two_pods_talk_mtls_through_both_sidecars(env, tmp_path):
@@ -460,7 +453,7 @@ def test_two_pods_talk_mtls_through_both_sidecars(env, tmp_path):
     app = b.popen(PY, "-c", ECHO_XFCC, "127.0.0.1", "8090")
     assert app.stdout.readline().strip() == "ready"
     pcap = d + "/veth.pcap"
-    dump = b.popen("tcpdump", "-Z", "root", "-i", env["dir"] + "a", "-U", "-w", pcap, "-c", "200", "tcp", "port", "8090")
+    dump = b.popen("tcpdump", "--immediate-mode", "-Z", "root", "-i", env["dir"] + "a", "-U", "-w", pcap, "-c", "200", "tcp", "port", "8090")
     assert "listening on" in dump.stderr.readline()
     proxies = []
     try:
