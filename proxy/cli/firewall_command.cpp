@@ -56,7 +56,7 @@ int apply_firewall_at_startup(const Snapshot& snap) {
   }
   const auto r = firewall::apply(rs);
   if (!r.ok()) {
-    spdlog::error("firewall: {}", r.message);
+    spdlog::error("{}", r.message);  // names the rejected object, or CAP_NET_ADMIN
     return 2;
   }
   spdlog::info("firewall: table inet {} applied ({} messages, {} bytes, one transaction)", rs.table, r.messages,
