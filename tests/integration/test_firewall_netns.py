@@ -318,6 +318,11 @@ def test_portcullis_firewall_cli(env, tmp_path):
     assert "chain prerouting_ingress" in s.ex(binary, "firewall", "show", "-c", cfg).stdout
     s.ex(binary, "firewall", "delete", "-c", cfg)
     assert s.ex(binary, "firewall", "show", "-c", cfg, check=False).returncode == 2
+    # Without CAP_NET_ADMIN: exit 2 and the capability is named, for apply and for run.
+    for args in (["firewall", "apply", "-c", cfg], ["run", "-c", cfg]):
+        p = s.ex("setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", binary, *args,
+                 check=False, timeout=30)
+        assert p.returncode == 2 and "CAP_NET_ADMIN" in p.stderr, p.stderr
 
 
 def start_proxy(ns, binary, cfg, log_path):
