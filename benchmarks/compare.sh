@@ -18,6 +18,8 @@
 #   PROXIES ["portcullis haproxy nginx"]
 #   PORTCULLIS_BIN [build/portcullis]  the binary under test (scripts/build.sh builds it)
 #   BUILD_PORTCULLIS=1    build it instead, as a Release build in BUILD_DIR
+#   PORTCULLIS_IGNORE_SIGPIPE=1  start portcullis with SIGPIPE ignored (a workaround while a
+#                         client that goes away mid-write can kill it; said in the output)
 #   BUILD_DIR [build-bench]  BENCH_PORT_BASE [27400]  KEEP=1 keeps the run directory
 set -euo pipefail
 
@@ -48,6 +50,8 @@ mkdir -p "$run/tmp"
 results=$run/results.tsv
 : > "$results"
 declare -A pid=()   # service name -> PID of the process we started
+declare -A upstream_of=()  # proxy -> the upstream port it was started with
+declare -A deaths=()       # proxy -> how many times it died under load
 available=()        # proxies that started and passed the allowlist check
 
 log() { printf '# %s\n' "$*" >&2; }
@@ -134,6 +138,9 @@ if [ "${BUILD_PORTCULLIS:-0}" = 1 ] && [[ " $PROXIES " == *" portcullis "* ]]; t
 fi
 [ -x "$portcullis_bin" ] || log "no portcullis binary at $portcullis_bin: portcullis=n/a"
 log "portcullis: $portcullis_bin ($(stat -c %y "$portcullis_bin" 2>/dev/null | cut -d. -f1))"
+# A private copy: others rebuild build/portcullis while this runs, and every restart must run the
+# same binary.
+if [ -x "$portcullis_bin" ]; then cp "$portcullis_bin" "$run/portcullis-under-test"; portcullis_bin=$run/portcullis-under-test; fi
 log "built in $(( $(date +%s) - started ))s; $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), $(openssl version | cut -d' ' -f1-2), portcullis at $(git -C "$root" rev-parse --short HEAD 2>/dev/null)"
 
 # ---- certificates, configs, upstreams ----
@@ -156,22 +163,28 @@ wait_listening sink $sink_port || { cat "$run/sink.out" >&2; exit 2; }
 
 start_proxy() {  # start_proxy NAME UPSTREAM_PORT: returns 1 if it does not come up
   local name=$1 up=$2 conf
+  upstream_of[$name]=$up
+  echo "--- start $(date +%T) upstream $up" >> "$run/$name.out"
   case $name in
     portcullis)
       [ -n "$portcullis_bin" ] && [ -x "$portcullis_bin" ] || return 1
       conf=$run/portcullis.yaml
       render portcullis.yaml "${port[$name]}" "$up" "$conf"
-      "$portcullis_bin" run -c "$conf" --no-firewall > "$run/portcullis.out" 2>&1 &
+      if [ "${PORTCULLIS_IGNORE_SIGPIPE:-0}" = 1 ]; then
+        (trap '' PIPE; exec "$portcullis_bin" run -c "$conf" --no-firewall >> "$run/portcullis.out" 2>&1) &
+      else
+        "$portcullis_bin" run -c "$conf" --no-firewall >> "$run/portcullis.out" 2>&1 &
+      fi
       ;;
     haproxy)
       conf=$run/haproxy.cfg
       render haproxy.cfg "${port[$name]}" "$up" "$conf"
-      haproxy -db -f "$conf" > "$run/haproxy.out" 2>&1 &
+      haproxy -db -f "$conf" >> "$run/haproxy.out" 2>&1 &
       ;;
     nginx)
       conf=$run/nginx.conf
       render nginx.conf "${port[$name]}" "$up" "$conf"
-      nginx -p "$run" -c "$conf" -e "$run/nginx-error.log" > "$run/nginx.out" 2>&1 &
+      nginx -p "$run" -c "$conf" -e "$run/nginx-error.log" >> "$run/nginx.out" 2>&1 &
       ;;
   esac
   pid[$name]=$!
@@ -180,6 +193,24 @@ start_proxy() {  # start_proxy NAME UPSTREAM_PORT: returns 1 if it does not come
     stop "$name"
     return 1
   fi
+}
+
+# After a load run: a proxy that died is reported (with its exit status or signal) and restarted,
+# so one crash costs one run, not the rest of the comparison.
+alive_or_restart() {  # alive_or_restart NAME
+  local name=$1 p=${pid[$1]:-} status
+  [ -n "$p" ] || return 0
+  kill -0 "$p" 2>/dev/null && return 0
+  status=0
+  wait "$p" 2>/dev/null || status=$?
+  unset "pid[$name]"
+  deaths[$name]=$(( ${deaths[$name]:-0} + 1 ))
+  if [ $status -gt 128 ]; then
+    log "$name DIED under load: killed by SIG$(kill -l $((status - 128)))"
+  else
+    log "$name DIED under load: exit status $status"
+  fi
+  start_proxy "$name" "${upstream_of[$name]}" || log "$name does not restart"
 }
 
 lg() {  # lg OUT URL ARGS...: one load-generator run against a URL; JSON to OUT
@@ -301,6 +332,7 @@ for ((r = 0; r < ROUNDS; r++)); do
     f=$run/ka-$name-$r.json
     before=$(cpu_ticks "$name")
     lg "$f" "https://127.0.0.1:${port[$name]}/api/bench" "${tls_args[@]}" -c "$CONNS" -t 2 -d "$RUN_SECONDS" --warmup 1
+    alive_or_restart "$name"
     record keepalive_rps "$name" $r "$f" ok_rps
     record_cpu keepalive_cpu_us_per_req "$name" $r $(( $(cpu_ticks "$name") - before )) "$f"
     record keepalive_closed_p99_ms "$name" $r "$f" latency_us.p99 0.001
@@ -329,6 +361,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   for name in $(rotated $r); do
     f=$run/open-$name-$r.json
     lg "$f" "https://127.0.0.1:${port[$name]}/api/bench" "${tls_args[@]}" -c "$CONNS" -t 2 -d "$RUN_SECONDS" --warmup 1 -R "$OPEN_RATE"
+    alive_or_restart "$name"
     record "open_loop_p99_ms@${OPEN_RATE}rps" "$name" $r "$f" latency_us.p99 0.001
     record "open_loop_p50_ms@${OPEN_RATE}rps" "$name" $r "$f" latency_us.p50 0.001
   done
@@ -343,6 +376,7 @@ for ((r = 0; r < ROUNDS; r++)); do
     f=$run/hs-$name-$r.json
     before=$(cpu_ticks "$name")
     lg "$f" "https://127.0.0.1:${port[$name]}/api/bench" "${tls_args[@]}" -c "$HANDSHAKE_CONNS" -t 2 -d "$RUN_SECONDS" --warmup 1 --new-connection
+    alive_or_restart "$name"
     record handshakes_per_s "$name" $r "$f" ok_rps
     record_cpu handshake_cpu_us_per_conn "$name" $r $(( $(cpu_ticks "$name") - before )) "$f"
   done
@@ -364,6 +398,7 @@ for ((r = 0; r < UPLOAD_ROUNDS; r++)); do
     [[ " ${upload_ready[*]} " == *" $name "* ]] || continue
     f=$run/up-$name-$r.json
     lg "$f" "https://127.0.0.1:${port[$name]}/upload/bench" "${tls_args[@]}" -c 1 -t 1 -n 1 --body-bytes "$UPLOAD_BYTES" --timeout-ms 30000
+    alive_or_restart "$name"
     record upload_MBps "$name" $r "$f" upload_MBps
     relayed=$(tail -1 "$run/sink.log" 2>/dev/null || echo 0)
     if [ "$relayed" != "$UPLOAD_BYTES" ]; then
@@ -395,6 +430,7 @@ for ((r = 0; r < IDLE_ROUNDS; r++)); do
     sleep 1
     held=$(rss_kib "$name")
     wait $lgpid || true
+    alive_or_restart "$name"
     established=$(python3 "$here/bench_stats.py" get "$f" held)
     if [ "$established" = "$IDLE_CONNS" ]; then
       python3 -c "print('idle_rss_KiB_per_conn $name $r', round(($held - $baseline) / $established, 2))" >> "$results"
@@ -409,4 +445,6 @@ done
 summary idle_rss_KiB_per_conn low
 summary idle_rss_baseline_MiB low
 
+for name in "${!deaths[@]}"; do log "$name died ${deaths[$name]} time(s) under load (see above)"; done
+[ "${PORTCULLIS_IGNORE_SIGPIPE:-0}" = 1 ] && log "portcullis ran with SIGPIPE ignored (PORTCULLIS_IGNORE_SIGPIPE=1)"
 log "done in $(( $(date +%s) - started ))s; $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average $(cut -d' ' -f1-3 /proc/loadavg)"
