@@ -574,7 +574,12 @@ ApplyResult update(const Ruleset& installed, const Ruleset& desired) {
   for (std::size_t i = 0; i < desired.sets.size(); ++i) b.elements(desired.sets[i], removed[i], true, 0);
   for (std::size_t i = 0; i < desired.sets.size(); ++i) b.elements(desired.sets[i], added[i], false, 0);
   b.end();
-  return send(b, desired.table);
+  ApplyResult diff = send(b, desired.table);
+  if (diff.ok() || diff.error == EPERM) return diff;
+  // The table drifted from `installed`: the desired state still wins, atomically.
+  ApplyResult full = apply(desired);
+  if (full.ok()) full.note = "element diff rejected (" + diff.message + "); applied the full ruleset instead";
+  return full;
 }
 
 ApplyResult delete_table(const std::string& table) {

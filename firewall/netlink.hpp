@@ -16,6 +16,7 @@ struct ApplyResult {
   std::string message;
   std::size_t messages = 0;  // netlink messages in the batch
   std::size_t bytes = 0;     // size of the batch
+  std::string note;          // on success: how update() got there, when it had to fall back
   bool ok() const { return error == 0; }
   explicit operator bool() const { return ok(); }
 };
@@ -27,7 +28,8 @@ ApplyResult apply(const Ruleset& ruleset);
 // Moves the kernel from `installed` to `desired`. When only set elements differ it sends an
 // element diff (DELSETELEM + NEWSETELEM) in one transaction without rebuilding the table;
 // otherwise it falls back to apply(desired). If the kernel's table no longer matches
-// `installed`, the diff is rejected as a whole and nothing changes.
+// `installed` (someone changed it), the kernel rejects the diff as a whole and update() then
+// installs `desired` with a full apply(); `note` says so.
 ApplyResult update(const Ruleset& installed, const Ruleset& desired);
 
 // True when the two differ only in set elements (update() then sends a diff).

@@ -99,7 +99,9 @@ int main(int argc, char** argv) {
       return report(fw::apply(rs));
     }
     if (cmd == "update" && argc >= 4) {
-      return report(fw::update(fw::build_ruleset(load(argv[2])), fw::build_ruleset(load(argv[3]))));
+      const auto r = fw::update(fw::build_ruleset(load(argv[2])), fw::build_ruleset(load(argv[3])));
+      if (!r.note.empty()) std::cerr << "note: " << r.note << "\n";
+      return report(r);
     }
     if (cmd == "delete") return report(fw::delete_table(argv[2]));
     if (cmd == "show") {
