@@ -249,8 +249,8 @@ bool is_valid_dns_name(std::string_view name) {
       label_length = 0;
       continue;
     }
-    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                         c == '_';
+    const bool allowed =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
     if (!allowed || ++label_length > 63) {
       return false;
     }
@@ -360,9 +360,10 @@ constexpr FlagName key_usage_names[] = {{KU_DIGITAL_SIGNATURE, "digitalSignature
                                         {KU_KEY_AGREEMENT, "keyAgreement"},
                                         {KU_KEY_CERT_SIGN, "keyCertSign"},
                                         {KU_CRL_SIGN, "cRLSign"}};
-constexpr FlagName extended_key_usage_names[] = {
-    {XKU_SSL_SERVER, "serverAuth"}, {XKU_SSL_CLIENT, "clientAuth"}, {XKU_CODE_SIGN, "codeSigning"},
-    {XKU_OCSP_SIGN, "OCSPSigning"}};
+constexpr FlagName extended_key_usage_names[] = {{XKU_SSL_SERVER, "serverAuth"},
+                                                 {XKU_SSL_CLIENT, "clientAuth"},
+                                                 {XKU_CODE_SIGN, "codeSigning"},
+                                                 {XKU_OCSP_SIGN, "OCSPSigning"}};
 
 template <std::size_t N>
 std::string flag_names(uint32_t flags, const FlagName (&names)[N]) {

@@ -1,6 +1,9 @@
 #include "certs/file_watcher.hpp"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <poll.h>
+#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -11,8 +14,6 @@
 #include <fstream>
 #include <iterator>
 #include <system_error>
-
-#include <spdlog/spdlog.h>
 
 namespace portcullis::certs {
 
@@ -25,10 +26,11 @@ constexpr std::uintmax_t max_watched_file_bytes = 16 * 1024 * 1024;
 
 // Directory events that can mean a watched name now points at different bytes. IN_MODIFY is
 // left out on purpose: IN_CLOSE_WRITE covers an in-place rewrite once the writer is done.
-constexpr uint32_t directory_events = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |
-                                      IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+constexpr uint32_t directory_events = IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB |
+                                      IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 
-std::optional<std::string> read_content(const fs::path& path) noexcept {
+// A SHA-256 of the file's bytes: enough to tell a change, and no copy of a private key is kept.
+std::optional<std::string> content_digest(const fs::path& path) noexcept {
   try {
     std::error_code error;
     const auto size = fs::file_size(path, error);  // follows symlinks
@@ -39,7 +41,17 @@ std::optional<std::string> read_content(const fs::path& path) noexcept {
     if (!in) {
       return std::nullopt;
     }
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    std::string bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>{});
+    std::string digest(EVP_MAX_MD_SIZE, '\0');
+    unsigned int length = 0;
+    const bool hashed = EVP_Digest(bytes.data(), bytes.size(), reinterpret_cast<unsigned char*>(digest.data()), &length,
+                                   EVP_sha256(), nullptr) == 1;
+    OPENSSL_cleanse(bytes.data(), bytes.size());
+    if (!hashed) {
+      return std::nullopt;
+    }
+    digest.resize(length);
+    return digest;
   } catch (...) {
     return std::nullopt;
   }
@@ -60,7 +72,7 @@ FileWatcher::FileWatcher(std::vector<fs::path> files) {
         throw std::system_error(errno, std::generic_category(), "cannot watch " + directory.string());
       }
       watch_directories_of(file);
-      files_.push_back({file, read_content(file)});
+      files_.push_back({file, content_digest(file)});
     }
   } catch (...) {
     ::close(inotify_fd_);
@@ -106,9 +118,9 @@ std::vector<fs::path> FileWatcher::poll_changes() {
   std::vector<fs::path> changed;
   for (Watched& file : files_) {
     watch_directories_of(file.path);
-    std::optional<std::string> content = read_content(file.path);
-    if (content != file.content) {
-      file.content = std::move(content);
+    std::optional<std::string> digest = content_digest(file.path);
+    if (digest != file.digest) {
+      file.digest = std::move(digest);
       changed.push_back(file.path);
     }
   }

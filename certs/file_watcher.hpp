@@ -47,7 +47,7 @@ class FileWatcher {
  private:
   struct Watched {
     std::filesystem::path path;
-    std::optional<std::string> content;  // nullopt = missing or unreadable
+    std::optional<std::string> digest;  // SHA-256 of the content; nullopt = missing or unreadable
   };
   void watch_directories_of(const std::filesystem::path& file);
   int inotify_fd_ = -1;

@@ -1,10 +1,10 @@
 #include "certs/reloader.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 #include "certs/tls.hpp"
-
-#include <spdlog/spdlog.h>
 
 namespace portcullis::certs {
 
@@ -16,16 +16,14 @@ constexpr std::int64_t seconds_per_day = 86400;
 
 std::shared_ptr<ContextReloader> ContextReloader::for_server(BundleSpec bundle, ClientCertMode mode,
                                                              std::vector<std::string> alpn) {
-  return std::make_shared<ContextReloader>(std::move(bundle),
-                                           [mode, alpn = std::move(alpn)](const BundleSpec& spec) {
-                                             return make_server_context(spec, mode, alpn);
-                                           });
+  return std::make_shared<ContextReloader>(std::move(bundle), [mode, alpn = std::move(alpn)](const BundleSpec& spec) {
+    return make_server_context(spec, mode, alpn);
+  });
 }
 
 std::shared_ptr<ContextReloader> ContextReloader::for_client(BundleSpec bundle, std::vector<std::string> alpn) {
-  return std::make_shared<ContextReloader>(std::move(bundle), [alpn = std::move(alpn)](const BundleSpec& spec) {
-    return make_client_context(spec, alpn);
-  });
+  return std::make_shared<ContextReloader>(
+      std::move(bundle), [alpn = std::move(alpn)](const BundleSpec& spec) { return make_client_context(spec, alpn); });
 }
 
 ContextReloader::ContextReloader(BundleSpec bundle, Builder build)

@@ -43,16 +43,14 @@ bool set_hmac_key(EVP_MAC_CTX* hmac, const TicketKey& key) {
 }
 
 // 1 = encrypt this ticket with `key`; 0 = issue no ticket (the handshake goes on).
-int start_ticket_encryption(const TicketKey& key, unsigned char* key_name, unsigned char* iv,
-                            EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* hmac) {
+int start_ticket_encryption(const TicketKey& key, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
+                            EVP_MAC_CTX* hmac) {
   const EVP_CIPHER* aes = EVP_aes_256_cbc();
   if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(aes)) != 1) {
     return 0;
   }
   std::memcpy(key_name, key.name.data(), key.name.size());
-  return EVP_EncryptInit_ex(cipher, aes, nullptr, key.aes_key.data(), iv) == 1 && set_hmac_key(hmac, key)
-             ? 1
-             : 0;
+  return EVP_EncryptInit_ex(cipher, aes, nullptr, key.aes_key.data(), iv) == 1 && set_hmac_key(hmac, key) ? 1 : 0;
 }
 
 }  // namespace
@@ -129,8 +127,8 @@ std::size_t TicketKeyStore::key_count() const {
 // The OpenSSL callback. enc=1: fill key_name and iv, set up encryption with the newest key.
 // enc=0: find the key by name; 0 = unknown (full handshake), 1 = resumed, 2 = resumed and
 // re-issue the ticket under the newest key. Never throws: it runs inside a handshake.
-int ticket_key_callback(SSL*, unsigned char key_name[16], unsigned char* iv,
-                        EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* hmac, int enc) {
+int ticket_key_callback(SSL*, unsigned char key_name[16], unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* hmac,
+                        int enc) {
   TicketKeyStore::State& state = *TicketKeyStore::process_wide().state_;
   if (enc == 1) {
     const auto now = Clock::now();

@@ -47,8 +47,7 @@ class TicketKeyStore {
   TicketKeyStore();
   struct State;
   State* state_;
-  friend int ticket_key_callback(SSL*, unsigned char*, unsigned char*, EVP_CIPHER_CTX*,
-                                 EVP_MAC_CTX*, int);
+  friend int ticket_key_callback(SSL*, unsigned char*, unsigned char*, EVP_CIPHER_CTX*, EVP_MAC_CTX*, int);
 };
 
 }  // namespace portcullis::certs

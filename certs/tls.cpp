@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <array>
@@ -11,8 +12,6 @@
 #include <cstdio>
 #include <cstring>
 #include <string_view>
-
-#include <spdlog/spdlog.h>
 
 #include "certs/spiffe.hpp"
 #include "certs/ticket_keys.hpp"
@@ -30,8 +29,7 @@ constexpr const char* tls12_ciphers =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 // TLS 1.3 suites are all AEAD; listed so that a changed OpenSSL default cannot widen them.
-constexpr const char* tls13_ciphersuites =
-    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+constexpr const char* tls13_ciphersuites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 constexpr const char* key_exchange_groups = "X25519:P-256:P-384";
 
 [[noreturn]] void fail(const BundleSpec& bundle, const std::string& message) {
@@ -54,9 +52,7 @@ void require_readable(const BundleSpec& bundle, const char* what, const std::str
 
 // ALPN protocols in wire format live in ex_data so that they are freed with the SSL_CTX,
 // which can outlive our shared_ptr while connections made from it are still open.
-void free_alpn_protocols(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
-  delete static_cast<std::string*>(ptr);
-}
+void free_alpn_protocols(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<std::string*>(ptr); }
 
 int alpn_ex_data_index() {
   static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_alpn_protocols);
@@ -122,8 +118,7 @@ SslCtxPtr new_context(const BundleSpec& bundle, const SSL_METHOD* method) {
   } else {
     fail(bundle, "min_version must be 1.2 or 1.3");
   }
-  if (SSL_CTX_set_min_proto_version(raw, min_version) != 1 ||
-      SSL_CTX_set_cipher_list(raw, tls12_ciphers) != 1 ||
+  if (SSL_CTX_set_min_proto_version(raw, min_version) != 1 || SSL_CTX_set_cipher_list(raw, tls12_ciphers) != 1 ||
       SSL_CTX_set_ciphersuites(raw, tls13_ciphersuites) != 1 ||
       SSL_CTX_set1_groups_list(raw, key_exchange_groups) != 1) {
     fail_with_openssl(bundle, "cannot set TLS versions and cipher suites");
@@ -205,8 +200,8 @@ void set_session_id_context(SSL_CTX* ctx, const BundleSpec& bundle, ClientCertMo
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int digest_length = 0;
   if (EVP_Digest(scope.data(), scope.size(), digest.data(), &digest_length, EVP_sha256(), nullptr) != 1 ||
-      SSL_CTX_set_session_id_context(ctx, digest.data(), std::min<unsigned int>(digest_length, SSL_MAX_SID_CTX_LENGTH)) !=
-          1) {
+      SSL_CTX_set_session_id_context(ctx, digest.data(),
+                                     std::min<unsigned int>(digest_length, SSL_MAX_SID_CTX_LENGTH)) != 1) {
     fail_with_openssl(bundle, "cannot set the session id context");
   }
 }
@@ -237,7 +232,8 @@ std::optional<std::string> entry_text(const X509_NAME_ENTRY* entry) {
 }
 
 std::string_view ia5_view(const ASN1_IA5STRING* value) {
-  return {reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)), static_cast<std::size_t>(ASN1_STRING_length(value))};
+  return {reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
+          static_cast<std::size_t>(ASN1_STRING_length(value))};
 }
 
 bool has_spiffe_scheme(std::string_view uri) {
@@ -314,8 +310,8 @@ SslCtxPtr make_server_context(const BundleSpec& bundle, ClientCertMode mode, std
     if (SSL_CTX_set_purpose(raw, X509_PURPOSE_SSL_CLIENT) != 1) {
       fail_with_openssl(bundle, "cannot require the clientAuth key usage");
     }
-    const int verify = mode == ClientCertMode::required ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                                                        : SSL_VERIFY_PEER;
+    const int verify =
+        mode == ClientCertMode::required ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER;
     SSL_CTX_set_verify(raw, verify, nullptr);
   } else {
     SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
@@ -410,7 +406,8 @@ bool expect_server_name(SSL* ssl, const std::string& server_name) noexcept {
     return true;
   }
   ERR_clear_error();
-  const bool ok = SSL_set_tlsext_host_name(ssl, server_name.c_str()) == 1 && SSL_set1_host(ssl, server_name.c_str()) == 1;
+  const bool ok =
+      SSL_set_tlsext_host_name(ssl, server_name.c_str()) == 1 && SSL_set1_host(ssl, server_name.c_str()) == 1;
   if (ok) {
     X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
   }

@@ -20,8 +20,8 @@ struct BundleSpec {
   std::string name;
   std::string cert;  // PEM chain (leaf first); may be empty for a client bundle that sends no cert
   std::string key;
-  std::string ca;    // trust anchors for the peer's certificate
-  std::string crl;   // optional
+  std::string ca;        // trust anchors for the peer's certificate
+  std::string crl;       // optional
   int min_version = 12;  // 12 = TLS 1.2, 13 = TLS 1.3
   int verify_depth = 4;
   int expiry_warning_days = 7;
@@ -38,8 +38,7 @@ using SslCtxPtr = std::shared_ptr<SSL_CTX>;
 // A server context for a listener: the bundle's chain and key, peers verified against its CA.
 // alpn: the protocols we serve, in preference order (e.g. {"http/1.1"}); empty = no ALPN.
 // Throws TlsError naming the file at fault.
-SslCtxPtr make_server_context(const BundleSpec& bundle, ClientCertMode mode,
-                              std::span<const std::string> alpn);
+SslCtxPtr make_server_context(const BundleSpec& bundle, ClientCertMode mode, std::span<const std::string> alpn);
 
 // A client context for originating TLS upstream: verifies the server against bundle.ca (or the
 // system store when ca is empty), presents bundle.cert/key when given. Throws TlsError.
@@ -61,9 +60,9 @@ bool expect_server_name(SSL* ssl, const std::string& server_name) noexcept;
 
 // One certificate a context presents (its leaf, then the rest of its chain).
 struct CertificateExpiry {
-  std::string subject;         // one-line RFC 2253 form, e.g. "CN=alice,O=ops"
-  std::string serial;          // lowercase hex
-  std::time_t not_after = 0;   // seconds since the epoch
+  std::string subject;            // one-line RFC 2253 form, e.g. "CN=alice,O=ops"
+  std::string serial;             // lowercase hex
+  std::time_t not_after = 0;      // seconds since the epoch
   std::int64_t seconds_left = 0;  // negative once expired
 };
 

@@ -44,8 +44,9 @@ void register_certs_commands(CLI::App& app) {
   auto client_only = std::make_shared<bool>(false);
   auto server_only = std::make_shared<bool>(false);
   auto* issue = certs->add_subcommand(
-      "issue", "issue a certificate: OUT/NAME.crt, OUT/NAME.key (0600), OUT/ca.crt; clientAuth and serverAuth "
-               "unless --client or --server");
+      "issue",
+      "issue a certificate: OUT/NAME.crt, OUT/NAME.key (0600), OUT/ca.crt; clientAuth and serverAuth "
+      "unless --client or --server");
   issue->add_option("--ca", *ca, "the CA directory (from `certs init`)")->required();
   issue->add_option("--out", *out, "output directory (created if missing)")->required();
   issue->add_option("--name", options->name, "file name stem: NAME.crt, NAME.key")->required();
@@ -67,8 +68,8 @@ void register_certs_commands(CLI::App& app) {
       request.client = !*server_only;
       request.server = !*client_only;
       certs::issue(request);
-      std::cout << "wrote " << *out << "/" << request.name << ".crt, " << *out << "/" << request.name
-                << ".key, " << *out << "/ca.crt" << (request.docker ? ", ca.pem, cert.pem, key.pem" : "") << "\n";
+      std::cout << "wrote " << *out << "/" << request.name << ".crt, " << *out << "/" << request.name << ".key, "
+                << *out << "/ca.crt" << (request.docker ? ", ca.pem, cert.pem, key.pem" : "") << "\n";
     });
   });
 

@@ -1,7 +1,7 @@
-#include <catch2/catch.hpp>
-
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+
+#include <catch2/catch.hpp>
 
 #include "certs/dev_ca.hpp"
 #include "certs/identity.hpp"

@@ -1,9 +1,8 @@
-#include <catch2/catch.hpp>
+#include <poll.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <thread>
-
-#include <poll.h>
 
 #include "certs/file_watcher.hpp"
 #include "certs/reloader.hpp"

@@ -1,5 +1,4 @@
 #include <catch2/catch.hpp>
-
 #include <string>
 
 #include "certs/spiffe.hpp"
@@ -14,26 +13,25 @@ TEST_CASE("SPIFFE IDs that workloads really carry are accepted", "[spiffe]") {
 }
 
 TEST_CASE("malformed SPIFFE IDs are refused", "[spiffe]") {
-  const char* invalid = GENERATE(
-      "",                                  // empty
-      "spiffe://",                         // no trust domain
-      "spiffe://example.org",              // bare trust domain: not a workload
-      "spiffe://example.org/",             // empty path segment
-      "spiffe:///path",                    // empty trust domain
-      "SPIFFE://example.org/a",            // scheme must be lowercase
-      "https://example.org/a",             // other scheme
-      "spiffe://Example.org/a",            // uppercase trust domain
-      "spiffe://example.org:8443/a",       // port
-      "spiffe://user@example.org/a",       // userinfo
-      "spiffe://example.org/a?x=1",        // query
-      "spiffe://example.org/a#frag",       // fragment
-      "spiffe://example.org/a//b",         // empty segment
-      "spiffe://example.org/a/",           // trailing slash
-      "spiffe://example.org/./a",          // dot segment
-      "spiffe://example.org/a/..",         // dot-dot segment
-      "spiffe://example.org/a%2Fb",        // percent-encoding
-      "spiffe://example.org/a b",          // space
-      "spiffe://exa mple.org/a");          // space in the trust domain
+  const char* invalid = GENERATE("",                             // empty
+                                 "spiffe://",                    // no trust domain
+                                 "spiffe://example.org",         // bare trust domain: not a workload
+                                 "spiffe://example.org/",        // empty path segment
+                                 "spiffe:///path",               // empty trust domain
+                                 "SPIFFE://example.org/a",       // scheme must be lowercase
+                                 "https://example.org/a",        // other scheme
+                                 "spiffe://Example.org/a",       // uppercase trust domain
+                                 "spiffe://example.org:8443/a",  // port
+                                 "spiffe://user@example.org/a",  // userinfo
+                                 "spiffe://example.org/a?x=1",   // query
+                                 "spiffe://example.org/a#frag",  // fragment
+                                 "spiffe://example.org/a//b",    // empty segment
+                                 "spiffe://example.org/a/",      // trailing slash
+                                 "spiffe://example.org/./a",     // dot segment
+                                 "spiffe://example.org/a/..",    // dot-dot segment
+                                 "spiffe://example.org/a%2Fb",   // percent-encoding
+                                 "spiffe://example.org/a b",     // space
+                                 "spiffe://exa mple.org/a");     // space in the trust domain
   CAPTURE(invalid);
   CHECK_FALSE(is_valid_spiffe_id(invalid));
 }

@@ -1,9 +1,8 @@
-#include <catch2/catch.hpp>
-
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 
 #include "certs/identity.hpp"
 #include "certs/ticket_keys.hpp"
@@ -169,8 +168,7 @@ TEST_CASE("building a context names the file at fault", "[tls]") {
 
   BundleSpec bad_version = pki.server;
   bad_version.min_version = 11;
-  CHECK_THROWS_WITH(make_server_context(bad_version, ClientCertMode::required, http11),
-                    Catch::Contains("min_version"));
+  CHECK_THROWS_WITH(make_server_context(bad_version, ClientCertMode::required, http11), Catch::Contains("min_version"));
 
   BundleSpec no_ca = pki.server;
   no_ca.ca.clear();
@@ -193,8 +191,7 @@ TEST_CASE("mutual TLS: the server learns the client's identity", "[tls]") {
   CHECK(SSL_version(done.server.get()) == TLS1_3_VERSION);
 }
 
-TEST_CASE("a client without a certificate is refused where one is required, and anonymous where optional",
-          "[tls]") {
+TEST_CASE("a client without a certificate is refused where one is required, and anonymous where optional", "[tls]") {
   Pki pki;
   BundleSpec anonymous = pki.client;
   anonymous.cert.clear();
