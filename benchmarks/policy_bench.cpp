@@ -23,25 +23,41 @@ namespace {
 
 const char* const methods[] = {"GET", "POST", "PUT", "DELETE"};
 
-std::string exact_id(int i) { return "spiffe://cluster.local/ns/ns" + std::to_string(i % 50) + "/sa/sa" + std::to_string(i); }
+std::string exact_id(int i) {
+  return "spiffe://cluster.local/ns/ns" + std::to_string(i % 50) + "/sa/sa" + std::to_string(i);
+}
 std::string team_id(int i) { return "spiffe://cluster.local/ns/team" + std::to_string(i % 100) + "/sa/worker"; }
 
 RuleSpec make_rule(int i) {
   RuleSpec r;
   r.name = "rule-" + std::to_string(i);
   switch (i % 4) {
-    case 0: r.from.spiffe = {exact_id(i)}; break;
-    case 1: r.from.spiffe = {"spiffe://cluster.local/ns/team" + std::to_string(i % 100) + "/**"}; break;
-    case 2: r.from.users = {"user" + std::to_string(i)}; break;
-    default: r.from.groups = {"group" + std::to_string(i % 20)}; break;
+    case 0:
+      r.from.spiffe = {exact_id(i)};
+      break;
+    case 1:
+      r.from.spiffe = {"spiffe://cluster.local/ns/team" + std::to_string(i % 100) + "/**"};
+      break;
+    case 2:
+      r.from.users = {"user" + std::to_string(i)};
+      break;
+    default:
+      r.from.groups = {"group" + std::to_string(i % 20)};
+      break;
   }
   r.has_http = true;
   r.http.methods = {methods[i % 4]};
   const std::string base = "/svc" + std::to_string(i);
   switch (i % 3) {
-    case 0: r.http.paths = {base + "/items"}; break;
-    case 1: r.http.paths = {base + "/items/*"}; break;
-    default: r.http.paths = {base + "/**"}; break;
+    case 0:
+      r.http.paths = {base + "/items"};
+      break;
+    case 1:
+      r.http.paths = {base + "/items/*"};
+      break;
+    default:
+      r.http.paths = {base + "/**"};
+      break;
   }
   return r;
 }
@@ -54,9 +70,15 @@ struct Probe {
 Probe probe_for(int i) {
   Probe p;
   switch (i % 4) {
-    case 0: p.peer.spiffe = exact_id(i); break;
-    case 1: p.peer.spiffe = team_id(i); break;
-    case 2: p.peer.user = "user" + std::to_string(i); break;
+    case 0:
+      p.peer.spiffe = exact_id(i);
+      break;
+    case 1:
+      p.peer.spiffe = team_id(i);
+      break;
+    case 2:
+      p.peer.user = "user" + std::to_string(i);
+      break;
     default:
       p.peer.user = "someone";
       p.peer.groups = {"group" + std::to_string(i % 20)};
@@ -65,9 +87,15 @@ Probe probe_for(int i) {
   p.method = methods[i % 4];
   const std::string base = "/svc" + std::to_string(i);
   switch (i % 3) {
-    case 0: p.path = base + "/items"; break;
-    case 1: p.path = base + "/items/42"; break;
-    default: p.path = base + "/static/css/site.css"; break;
+    case 0:
+      p.path = base + "/items";
+      break;
+    case 1:
+      p.path = base + "/items/42";
+      break;
+    default:
+      p.path = base + "/static/css/site.css";
+      break;
   }
   return p;
 }

@@ -98,9 +98,12 @@ std::string describe_peer(const certs::Identity* peer) {
 
 const char* outcome_name(policy::Decision::Outcome o) {
   switch (o) {
-    case policy::Decision::Outcome::allow: return "allow";
-    case policy::Decision::Outcome::deny: return "deny";
-    case policy::Decision::Outcome::audit_deny: return "audit-deny (allowed: the policy is in audit mode)";
+    case policy::Decision::Outcome::allow:
+      return "allow";
+    case policy::Decision::Outcome::deny:
+      return "deny";
+    case policy::Decision::Outcome::audit_deny:
+      return "audit-deny (allowed: the policy is in audit mode)";
   }
   return "?";
 }
@@ -195,7 +198,8 @@ int explain(const ExplainArgs& a) {
       if (a.body_file.empty()) throw InputError("this Docker request carries a body to inspect: pass --body FILE");
       const std::string body = read_file(a.body_file, "body");
       if (body.size() > listener.limits.inspect_body_bytes)
-        return refused("body larger than inspect_body_bytes (" + std::to_string(listener.limits.inspect_body_bytes) + ")");
+        return refused("body larger than inspect_body_bytes (" + std::to_string(listener.limits.inspect_body_bytes) +
+                       ")");
       policy::inspect_docker_body(content_type.empty() ? "application/json" : content_type, body, docker);
     }
     request.docker = &docker;
@@ -221,14 +225,17 @@ int explain(const ExplainArgs& a) {
 void register_explain_command(CLI::App& app) {
   auto args = std::make_shared<ExplainArgs>();
   auto* cmd = app.add_subcommand(
-      "explain", "decide one request against a config: the decision, the deciding rule and why; for a deny, the "
-                 "closest rules and which of their conditions failed");
+      "explain",
+      "decide one request against a config: the decision, the deciding rule and why; for a deny, the "
+      "closest rules and which of their conditions failed");
   cmd->add_option("-c,--config", args->config_path, "config file")->required();
   cmd->add_option("--listener", args->listener, "listener whose policy decides (default: the first with a policy)");
   auto* cert = cmd->add_option("--cert", args->cert, "the client certificate (PEM) the request would present");
   cmd->add_option("--spiffe", args->spiffe, "SPIFFE ID of the peer")->excludes(cert);
   cmd->add_option("--user", args->user, "certificate CN of the peer")->excludes(cert);
-  cmd->add_option("--group", args->groups, "certificate O of the peer (repeatable)")->allow_extra_args(false)->excludes(cert);
+  cmd->add_option("--group", args->groups, "certificate O of the peer (repeatable)")
+      ->allow_extra_args(false)
+      ->excludes(cert);
   cmd->add_option("--body", args->body_file, "request body (Docker create requests are inspected)");
   cmd->add_option("-H,--header", args->headers, "request header 'Name: value' (repeatable)")->allow_extra_args(false);
   cmd->add_option("method", args->method, "request method, e.g. GET")->required();

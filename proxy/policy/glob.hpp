@@ -55,7 +55,7 @@ class SegmentTrie {
  private:
   struct Node {
     StringMap<std::unique_ptr<Node>> children;
-    std::unique_ptr<Node> star;   // `*`
+    std::unique_ptr<Node> star;  // `*`
     std::vector<std::uint32_t> values;
     std::vector<std::uint32_t> rest;  // values of a trailing `**` below this node
   };

@@ -114,7 +114,7 @@ struct Policy::Impl {
   // Identity buckets, each with its own path index.
   std::vector<PathIndex> buckets;
   StringMap<std::uint32_t> by_spiffe, by_user, by_group;
-  SegmentTrie spiffe_patterns;  // -> bucket indexes
+  SegmentTrie spiffe_patterns;              // -> bucket indexes
   std::uint32_t verified_bucket = no_rule;  // `from` omitted
   std::uint32_t anyone_bucket = no_rule;    // `any: true`
   // decide_peer: the first rule per bucket.
@@ -191,8 +191,9 @@ void check_path_pattern(std::size_t i, const std::string& rule, const std::strin
   const NormalizedTarget n = normalize_target("GET", p);
   if (!n.ok) throw compile_error(i, rule, "path \"" + p + "\" is not a valid path: " + n.error);
   if (n.path != p || !n.query.empty())
-    throw compile_error(i, rule, "path \"" + p + "\" is not in normal form (requests are matched as \"" + n.path +
-                                     "\"); write it that way");
+    throw compile_error(
+        i, rule,
+        "path \"" + p + "\" is not in normal form (requests are matched as \"" + n.path + "\"); write it that way");
 }
 
 // Reasons are built by appending into one string: decide() builds one per request.
@@ -278,8 +279,8 @@ bool path_matches(const std::vector<std::string>& paths, std::string_view path) 
 
 // Every instance of a listed header must carry a listed value: if a client sends the header
 // twice, an upstream may read either copy, so one good copy is not enough.
-bool header_matches(const std::string& name, const std::vector<std::string>& values,
-                    std::span<const Header> headers, std::string* why) {
+bool header_matches(const std::string& name, const std::vector<std::string>& values, std::span<const Header> headers,
+                    std::string* why) {
   bool seen = false;
   for (const auto& h : headers) {
     if (h.name != name) continue;

@@ -1,9 +1,8 @@
 // Request-smuggling defences: each ambiguous framing form is refused with its reason.
-#include <catch2/catch.hpp>
-
-#include <vector>
-
 #include "proxy/http/head_check.hpp"
+
+#include <catch2/catch.hpp>
+#include <vector>
 
 using portcullis::http::check_raw_head;
 using portcullis::http::check_request_fields;
@@ -15,7 +14,8 @@ std::string fields(std::vector<Header> h) { return check_request_fields(h); }
 
 TEST_CASE("raw head: a well-formed head passes") {
   CHECK(check_raw_head("GET / HTTP/1.1\r\nHost: a\r\n\r\n").empty());
-  CHECK(check_raw_head("POST /x?y=1 HTTP/1.0\r\nHost: a\r\nX-Tab:\tv\r\nX-Empty:\r\nX-Utf8: caf\xC3\xA9\r\n\r\n").empty());
+  CHECK(check_raw_head("POST /x?y=1 HTTP/1.0\r\nHost: a\r\nX-Tab:\tv\r\nX-Empty:\r\nX-Utf8: caf\xC3\xA9\r\n\r\n")
+            .empty());
   CHECK(check_raw_head("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n").empty());  // RFC 9112 2.2
 }
 
@@ -76,16 +76,21 @@ TEST_CASE("fields: Content-Length and Transfer-Encoding") {
   CHECK(fields({{"host", "a"}, {"content-length", "5"}, {"transfer-encoding", "chunked"}}) ==
         "both Content-Length and Transfer-Encoding");
   CHECK(fields({{"host", "a"}, {"content-length", "5"}, {"content-length", "5"}}) == "duplicate Content-Length");
-  CHECK(fields({{"host", "a"}, {"content-length", "5"}, {"content-length", "6"}}) == "conflicting Content-Length values");
+  CHECK(fields({{"host", "a"}, {"content-length", "5"}, {"content-length", "6"}}) ==
+        "conflicting Content-Length values");
   CHECK(fields({{"host", "a"}, {"content-length", "5, 5"}}) == "Content-Length is not a decimal number");
   CHECK(fields({{"host", "a"}, {"content-length", "+5"}}) == "Content-Length is not a decimal number");
   CHECK(fields({{"host", "a"}, {"content-length", "0x10"}}) == "Content-Length is not a decimal number");
   CHECK(fields({{"host", "a"}, {"content-length", ""}}) == "Content-Length is not a decimal number");
   CHECK(fields({{"host", "a"}, {"content-length", "1234567890123456789"}}) == "Content-Length too large");
-  CHECK(fields({{"host", "a"}, {"transfer-encoding", "gzip, chunked"}}) == "Transfer-Encoding other than exactly \"chunked\"");
-  CHECK(fields({{"host", "a"}, {"transfer-encoding", "Chunked"}}) == "Transfer-Encoding other than exactly \"chunked\"");
-  CHECK(fields({{"host", "a"}, {"transfer-encoding", "chunked "}}) == "Transfer-Encoding other than exactly \"chunked\"");
-  CHECK(fields({{"host", "a"}, {"transfer-encoding", "identity"}}) == "Transfer-Encoding other than exactly \"chunked\"");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "gzip, chunked"}}) ==
+        "Transfer-Encoding other than exactly \"chunked\"");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "Chunked"}}) ==
+        "Transfer-Encoding other than exactly \"chunked\"");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "chunked "}}) ==
+        "Transfer-Encoding other than exactly \"chunked\"");
+  CHECK(fields({{"host", "a"}, {"transfer-encoding", "identity"}}) ==
+        "Transfer-Encoding other than exactly \"chunked\"");
   CHECK(fields({{"host", "a"}, {"transfer-encoding", "chunked"}, {"transfer-encoding", "chunked"}}) ==
         "more than one Transfer-Encoding field");
 }

@@ -1,7 +1,7 @@
 // Segment patterns: the direct matcher and the trie agree, and both follow the documented rules.
-#include <catch2/catch.hpp>
-
 #include "proxy/policy/glob.hpp"
+
+#include <catch2/catch.hpp>
 
 using namespace portcullis::policy;
 
@@ -12,12 +12,28 @@ struct Row {
   bool match;
 };
 constexpr Row rows[] = {
-    {"a/b", "a/b", true},       {"a/b", "a/b/", false},    {"a/b", "a/B", false},   {"a/*", "a/x", true},
-    {"a/*", "a/", false},       {"a/*", "a/x/y", false},   {"a/*", "a", false},     {"*/b", "x/b", true},
-    {"a/**", "a", true},        {"a/**", "a/", true},      {"a/**", "a/x/y", true}, {"a/**", "ab", false},
-    {"a/**", "b/a", false},     {"**", "", true},          {"**", "x/y", true},     {"", "", true},
-    {"", "a", false},           {"*/**", "", false},       {"*/**", "x", true},     {"*/**", "x/y/z", true},
-    {"a/*/c/**", "a/b/c", true}, {"a/*/c/**", "a/b/d", false},
+    {"a/b", "a/b", true},
+    {"a/b", "a/b/", false},
+    {"a/b", "a/B", false},
+    {"a/*", "a/x", true},
+    {"a/*", "a/", false},
+    {"a/*", "a/x/y", false},
+    {"a/*", "a", false},
+    {"*/b", "x/b", true},
+    {"a/**", "a", true},
+    {"a/**", "a/", true},
+    {"a/**", "a/x/y", true},
+    {"a/**", "ab", false},
+    {"a/**", "b/a", false},
+    {"**", "", true},
+    {"**", "x/y", true},
+    {"", "", true},
+    {"", "a", false},
+    {"*/**", "", false},
+    {"*/**", "x", true},
+    {"*/**", "x/y/z", true},
+    {"a/*/c/**", "a/b/c", true},
+    {"a/*/c/**", "a/b/d", false},
 };
 }  // namespace
 

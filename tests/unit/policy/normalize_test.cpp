@@ -1,10 +1,9 @@
 // normalize_target(): the error messages an operator sees in a 400, and the parts of a target.
-#include <catch2/catch.hpp>
+#include "proxy/policy/normalize.hpp"
 
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <vector>
-
-#include "proxy/policy/normalize.hpp"
 
 using portcullis::policy::normalize_target;
 
@@ -79,9 +78,9 @@ TEST_CASE("normalize: reserved characters stay encoded, unreserved ones are deco
 // What the upstream receives must already be in normal form: normalising it again changes
 // nothing, so an upstream that normalises (or a second proxy) sees the path the rules saw.
 TEST_CASE("normalize: random spellings never throw, and every accepted path is a fixed point") {
-  const std::vector<std::string> pieces = {"/",   ".",     "..",   "%2e",    "%2E", "%2f", "%5c",    "a",   "B",
-                                           "%41", ";",     "%3b",  "%C0",    "%AE", "%C3%A9", "//", "?",   "#",
-                                           "%",   "%25",   "\\",   " ",      "~",   "%7e", "%00",    "*",   "@:"};
+  const std::vector<std::string> pieces = {"/",   ".",   "..",  "%2e", "%2E", "%2f",    "%5c", "a", "B",
+                                           "%41", ";",   "%3b", "%C0", "%AE", "%C3%A9", "//",  "?", "#",
+                                           "%",   "%25", "\\",  " ",   "~",   "%7e",    "%00", "*", "@:"};
   std::uint32_t seed = 12345;
   auto next = [&] {
     seed = seed * 1664525u + 1013904223u;

@@ -132,9 +132,12 @@ constexpr Case cases[] = {
 
 const char* name(Expect e) {
   switch (e) {
-    case Expect::rejected: return "rejected";
-    case Expect::allow: return "allow";
-    case Expect::deny: return "deny";
+    case Expect::rejected:
+      return "rejected";
+    case Expect::allow:
+      return "allow";
+    case Expect::deny:
+      return "deny";
   }
   return "?";
 }

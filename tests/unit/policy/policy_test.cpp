@@ -1,12 +1,12 @@
 // The compiled matcher: identities (SPIFFE patterns, users, groups, omitted `from`, `any`),
 // HTTP conditions (AND within a rule, OR across rules), audit mode, explain(), compile errors.
-#include <catch2/catch.hpp>
+#include "proxy/policy/policy.hpp"
 
+#include <catch2/catch.hpp>
 #include <random>
 
 #include "proxy/policy/docker.hpp"
 #include "proxy/policy/kube.hpp"
-#include "proxy/policy/policy.hpp"
 
 using namespace portcullis;
 using namespace portcullis::policy;
@@ -26,8 +26,7 @@ certs::Identity user_peer(std::string cn, std::vector<std::string> groups = {}) 
   return p;
 }
 
-RuleSpec http_rule(std::string name, FromSpec from, std::vector<std::string> methods,
-                   std::vector<std::string> paths) {
+RuleSpec http_rule(std::string name, FromSpec from, std::vector<std::string> methods, std::vector<std::string> paths) {
   RuleSpec r;
   r.name = std::move(name);
   r.from = std::move(from);
@@ -314,13 +313,15 @@ TEST_CASE("rules that cannot be compiled are refused with the rule named") {
   };
   CHECK(fails(http_rule("m", {}, {"GE T"}, {})) == "rule \"m\": method \"GE T\" is not an HTTP token");
   CHECK(fails(http_rule("p", {}, {}, {"api"})) == "rule \"p\": path \"api\" must start with /");
-  CHECK(fails(http_rule("p", {}, {}, {"/a/**/b"})) == "rule \"p\": path \"/a/**/b\": `**` is only allowed as the last segment");
+  CHECK(fails(http_rule("p", {}, {}, {"/a/**/b"})) ==
+        "rule \"p\": path \"/a/**/b\": `**` is only allowed as the last segment");
   CHECK(fails(http_rule("p", {}, {}, {"/a*"})) == "rule \"p\": path \"/a*\": `*` must be a whole segment (got \"a*\")");
   CHECK(fails(http_rule("p", {}, {}, {"/a/../b"})) ==
         "rule \"p\": path \"/a/../b\" is not in normal form (requests are matched as \"/b\"); write it that way");
   CHECK(fails(http_rule("p", {}, {}, {"/%7Euser"})) ==
         "rule \"p\": path \"/%7Euser\" is not in normal form (requests are matched as \"/~user\"); write it that way");
-  CHECK(fails(http_rule("p", {}, {}, {"/a;b"})) == "rule \"p\": path \"/a;b\" is not a valid path: ';' (path parameter) in path");
+  CHECK(fails(http_rule("p", {}, {}, {"/a;b"})) ==
+        "rule \"p\": path \"/a;b\" is not a valid path: ';' (path parameter) in path");
   CHECK(fails(http_rule("s", from_spiffe({"cluster.local/x"}), {}, {})) ==
         "rule \"s\": spiffe pattern \"cluster.local/x\" must start with spiffe://");
   CHECK(fails(http_rule("s", from_spiffe({"spiffe:///x"}), {}, {})) ==
@@ -406,7 +407,8 @@ TEST_CASE("docker rules delegate to the Docker matcher; Docker refusals bind eve
   r.path = "/v1.47/containers/abc/kill";
   Decision d = p->decide(r);
   CHECK_FALSE(d.allowed());
-  CHECK(d.reason == "no rule allows docker " + kill.action + " (POST /v1.47/containers/abc/kill) for user olga (groups [ops])");
+  CHECK(d.reason ==
+        "no rule allows docker " + kill.action + " (POST /v1.47/containers/abc/kill) for user olga (groups [ops])");
   r.peer = &root;
   CHECK(p->decide(r).rule == "root-anything");
   r.docker = &unknown;
@@ -439,7 +441,9 @@ TEST_CASE("indexed decisions agree with evaluating every rule") {
     const int n = static_cast<int>(rng() % 4);
     for (int i = 0; i < n; ++i) {
       const unsigned k = rng() % 6;
-      p += "/" + (pattern && k == 4 ? std::string("*") : pattern && k == 5 && i == n - 1 ? std::string("**") : pick(segs));
+      p += "/" + (pattern && k == 4                 ? std::string("*")
+                  : pattern && k == 5 && i == n - 1 ? std::string("**")
+                                                    : pick(segs));
     }
     return p.empty() ? std::string("/") : p;
   };
@@ -448,10 +452,17 @@ TEST_CASE("indexed decisions agree with evaluating every rule") {
     for (int i = 0; i < 12; ++i) {
       RuleSpec r = http_rule("r" + std::to_string(i), {}, {}, {});
       switch (rng() % 4) {
-        case 0: r.from.spiffe = {pick(id_patterns)}; break;
-        case 1: r.from.users = {pick(segs)}; break;
-        case 2: r.from.any = true; break;
-        default: break;
+        case 0:
+          r.from.spiffe = {pick(id_patterns)};
+          break;
+        case 1:
+          r.from.users = {pick(segs)};
+          break;
+        case 2:
+          r.from.any = true;
+          break;
+        default:
+          break;
       }
       if (rng() % 2) r.http.methods = {pick(methods)};
       for (unsigned k = rng() % 3; k > 0; --k) r.http.paths.push_back(random_path(true));
