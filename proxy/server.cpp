@@ -81,6 +81,14 @@ std::shared_ptr<Server::ListenerGroup> Server::bind_listener(const ListenerRunti
   return g;
 }
 
+std::uint16_t Server::bound_port(const std::string& listener) const {
+  auto it = groups_.find(listener);
+  if (it == groups_.end() || it->second->acceptors.empty()) return 0;
+  boost::system::error_code ec;
+  auto ep = it->second->acceptors.front()->local_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
 void Server::bind() {
   for (const auto& [name, l] : snapshot_->listeners) groups_[name] = bind_listener(l);
 }
@@ -181,6 +189,26 @@ void Server::reload(const std::string& why) {
     spdlog::info("listener '{}' ready on {}", name, g->address);
   }
   spdlog::info("reload complete: config generation {}", next->generation);
+  watch_files();
+}
+
+// Reload when the config file or a file a TLS bundle names changes (in place, renamed over, or
+// by a Kubernetes ..data symlink swap). The watcher thread only posts to the main io_context.
+void Server::watch_files() {
+  std::vector<std::filesystem::path> files{snapshot_->config.path};
+  for (const auto& [name, bundle] : snapshot_->config.tls)
+    for (const std::string* f : {&bundle.cert, &bundle.key, &bundle.ca, &bundle.crl})
+      if (!f->empty()) files.emplace_back(*f);
+  file_watch_.reset();  // the files may differ after a reload: stop the old watcher first
+  try {
+    file_watch_ = std::make_unique<certs::WatchThread>(files, [this](const std::vector<std::filesystem::path>& changed) {
+      asio::post(main_ioc_, [this, why = changed.front().string() + " changed"] {
+        if (!stopping_) reload(why);
+      });
+    });
+  } catch (const std::exception& e) {
+    spdlog::warn("config and certificate files are not watched (reload with SIGHUP): {}", e.what());
+  }
 }
 
 void Server::wait_signal() {
@@ -223,11 +251,13 @@ int Server::run() {
       wp->ioc.run();
     });
   }
-  for (auto& [name, g] : groups_) spdlog::info("listener '{}' ready on {}", name, g->address);
 
   signals_ = std::make_unique<asio::signal_set>(main_ioc_, SIGINT, SIGTERM, SIGHUP);
   signals_->add(SIGUSR1);
   wait_signal();
+  watch_files();
+  // Announced only once signals are handled: a test may send SIGHUP as soon as it reads this.
+  for (auto& [name, g] : groups_) spdlog::info("listener '{}' ready on {}", name, g->address);
   // Poll for the end of the drain (all connections closed, or the drain deadline).
   asio::steady_timer tick(main_ioc_);
   std::chrono::steady_clock::time_point drain_deadline{};
@@ -252,6 +282,7 @@ int Server::run() {
   };
   poll();
   main_ioc_.run();
+  file_watch_.reset();
   for (auto& w : workers_) w->ioc.stop();
   for (auto& t : threads_) t.join();
   threads_.clear();

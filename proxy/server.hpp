@@ -8,6 +8,7 @@
 
 #include <boost/asio/signal_set.hpp>
 
+#include "certs/file_watcher.hpp"
 #include "proxy/worker.hpp"
 
 namespace portcullis {
@@ -27,6 +28,8 @@ class Server {
   int run();
   // Same as SIGTERM: stop accepting, drain, return from run(). Thread-safe.
   void stop();
+  // The port a listener is bound to (after bind()), 0 if unknown. For port-0 configs.
+  std::uint16_t bound_port(const std::string& listener) const;
 
  private:
   void handle_signal(int sig);
@@ -36,6 +39,7 @@ class Server {
   void start_accepting(const std::shared_ptr<ListenerGroup>& g);
   void reload(const std::string& why);
   void install_snapshot(std::shared_ptr<const Snapshot> s);
+  void watch_files();
 
   std::shared_ptr<const Snapshot> snapshot_;
   RunOptions options_;
@@ -45,6 +49,7 @@ class Server {
   boost::asio::io_context main_ioc_{1};
   std::unique_ptr<boost::asio::signal_set> signals_;
   bool stopping_ = false;
+  std::unique_ptr<certs::WatchThread> file_watch_;  // config + certificate files -> reload()
 };
 
 }  // namespace portcullis

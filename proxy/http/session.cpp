@@ -350,49 +350,37 @@ class HttpSession {
       co_await down_.write_all(asio::buffer(cont));
     }
 
-    // Request body, streamed.
+    // Request body, streamed: each piece goes upstream before the buffer is refilled.
     req.eager(true);
     while (!req.is_done()) {
-      if (in_.empty()) {
-        deadline_.arm(ms(limits_.idle_timeout_ms), "request body timeout");
-        auto [rec, n] = co_await down_.read_some(asio::buffer(in_.space(), std::min(in_.space_size(), io_chunk * 4)));
-        if (rec || n == 0) {
+      if (!in_.empty()) {
+        error_code pec;
+        req.pieces().clear();
+        std::size_t n = req.put(asio::buffer(in_.data().data(), in_.size()), pec);
+        if (pec && pec != boost::beast::http::error::need_more) {
           up_.close();
-          record_.outcome = "error";
-          record_.reason = "client closed during the request body";
-          finish_record();
-          co_return false;
+          int status = pec == boost::beast::http::error::body_limit ? 413 : 400;
+          co_return co_await refuse(status, status == 413 ? "body_too_large" : "bad_request",
+                                    status == 413 ? "request body larger than max_body_bytes"
+                                                  : "malformed request body: " + pec.message());
         }
-        in_.commit(n);
-        bytes_in_ += n;
-      }
-      error_code pec;
-      req.pieces().clear();
-      std::size_t n = req.put(asio::buffer(in_.data().data(), in_.size()), pec);
-      if (pec == boost::beast::http::error::need_more) {
-        if (in_.space_size() == 0) co_return co_await refuse(400, "bad_request", "chunk header too large");
-        // Read more; keep what is buffered.
-        deadline_.arm(ms(limits_.idle_timeout_ms), "request body timeout");
-        auto [rec, rn] = co_await down_.read_some(asio::buffer(in_.space(), in_.space_size()));
-        if (rec || rn == 0) {
-          up_.close();
-          co_return false;
-        }
-        in_.commit(rn);
-        bytes_in_ += rn;
-        continue;
-      }
-      if (pec) {
-        up_.close();
-        int status = pec == boost::beast::http::error::body_limit ? 413 : 400;
-        co_return co_await refuse(status, status == 413 ? "body_too_large" : "bad_request",
-                                  status == 413 ? "request body larger than max_body_bytes" : "malformed request body: " + pec.message());
-      }
-      if (auto e = co_await forward_pieces(up_, req.pieces(), req.chunked(), "request")) {
+        auto e = co_await forward_pieces(up_, req.pieces(), req.chunked());
         in_.consume(n);
-        co_return co_await upstream_failed(502, "sending the request body to the upstream failed: " + e.message());
+        if (e) co_return co_await upstream_failed(502, "sending the request body to the upstream failed: " + e.message());
+        if (!pec && n > 0) continue;
       }
-      in_.consume(n);
+      if (in_.space_size() == 0) co_return co_await refuse(400, "bad_request", "chunk header too large");
+      deadline_.arm(ms(limits_.idle_timeout_ms), "request body timeout");
+      auto [rec, rn] = co_await down_.read_some(asio::buffer(in_.space(), std::min(in_.space_size(), io_chunk * 4)));
+      if (rec || rn == 0) {
+        up_.close();
+        record_.outcome = "error";
+        record_.reason = "client closed the connection during the request body";
+        finish_record();
+        co_return false;
+      }
+      in_.commit(rn);
+      bytes_in_ += rn;
     }
     if (req.chunked()) {
       static constexpr std::string_view last = "0\r\n\r\n";
@@ -403,8 +391,7 @@ class HttpSession {
   }
 
   // Writes body pieces, as chunks when `chunked`, coalesced into one write.
-  net::awaitable<error_code> forward_pieces(net::Stream& to, const std::vector<std::string_view>& pieces, bool chunked,
-                                            const char*) {
+  net::awaitable<error_code> forward_pieces(net::Stream& to, const std::vector<std::string_view>& pieces, bool chunked) {
     if (pieces.empty()) co_return error_code{};
     if (!chunked && pieces.size() == 1) co_return co_await to.write_all(asio::buffer(pieces[0].data(), pieces[0].size()));
     scratch_.clear();
@@ -432,23 +419,24 @@ class HttpSession {
       if (limits_.upstream_timeout_ms) deadline_.arm(ms(limits_.upstream_timeout_ms), "upstream timeout");
       else deadline_.disarm();
       while (!resp.is_header_done()) {
-        error_code pec;
-        std::size_t n = upbuf_.empty() ? 0 : resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
-        if (upbuf_.empty() || pec == boost::beast::http::error::need_more) {
-          if (upbuf_.space_size() == 0) co_return co_await upstream_failed(502, "upstream response head too large");
-          auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), upbuf_.space_size()));
-          if (rec || rn == 0) {
-            if (deadline_.expired())
-              co_return co_await upstream_failed(504, "upstream sent no response within upstream_timeout_ms (" +
-                                                          std::to_string(limits_.upstream_timeout_ms) + " ms)");
-            co_return co_await upstream_failed(502, "upstream closed the connection before responding" +
-                                                        (rec ? ": " + rec.message() : std::string()));
-          }
-          upbuf_.commit(rn);
-          continue;
+        if (!upbuf_.empty()) {
+          error_code pec;
+          std::size_t n = resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
+          upbuf_.consume(n);
+          if (pec && pec != boost::beast::http::error::need_more)
+            co_return co_await upstream_failed(502, "malformed upstream response: " + pec.message());
+          if (resp.is_header_done()) break;
         }
-        if (pec) co_return co_await upstream_failed(502, "malformed upstream response: " + pec.message());
-        upbuf_.consume(n);
+        if (upbuf_.space_size() == 0) co_return co_await upstream_failed(502, "upstream response head too large");
+        auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), upbuf_.space_size()));
+        if (rec || rn == 0) {
+          if (deadline_.expired())
+            co_return co_await upstream_failed(504, "upstream sent no response within upstream_timeout_ms (" +
+                                                        std::to_string(limits_.upstream_timeout_ms) + " ms)");
+          co_return co_await upstream_failed(502, "upstream closed the connection before responding" +
+                                                      (rec ? ": " + rec.message() : std::string()));
+        }
+        upbuf_.commit(rn);
       }
       record_.status = resp.status;
       bool informational = resp.status >= 100 && resp.status < 200;
@@ -532,38 +520,41 @@ class HttpSession {
       resp.eager(true);
       deadline_.disarm();
       while (!resp.is_done()) {
-        error_code pec;
-        std::size_t n = 0;
-        resp.pieces().clear();
-        if (!upbuf_.empty()) n = resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
-        if (upbuf_.empty() || pec == boost::beast::http::error::need_more) {
-          // Streamed responses (watches, logs -f) may be quiet for long: no deadline here.
-          deadline_.disarm();
-          auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), std::min(upbuf_.space_size(), io_chunk * 4)));
-          if (rec || rn == 0) {
-            if (close_delimited) {
-              error_code fec;
-              resp.put_eof(fec);
-              break;
-            }
-            complete = false;  // the upstream died mid-response: the client sees it truncated
+        if (!upbuf_.empty()) {
+          error_code pec;
+          resp.pieces().clear();
+          std::size_t n = resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
+          if (pec && pec != boost::beast::http::error::need_more) {
+            complete = false;
             break;
           }
-          upbuf_.commit(rn);
-          continue;
+          deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
+          auto e = co_await forward_pieces(down_, resp.pieces(), downstream_chunked);
+          for (auto p : resp.pieces()) bytes_out_ += p.size();
+          upbuf_.consume(n);
+          if (e) {
+            up_.close();
+            co_return fail_client(e);
+          }
+          if (!pec && n > 0) continue;
         }
-        if (pec) {
+        if (upbuf_.space_size() == 0) {
           complete = false;
           break;
         }
-        deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
-        auto e = co_await forward_pieces(down_, resp.pieces(), downstream_chunked, "response");
-        for (auto p : resp.pieces()) bytes_out_ += p.size();
-        upbuf_.consume(n);
-        if (e) {
-          up_.close();
-          co_return fail_client(e);
+        // Streamed responses (watches, logs -f) may be quiet for long: no deadline here.
+        deadline_.disarm();
+        auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), std::min(upbuf_.space_size(), io_chunk * 4)));
+        if (rec || rn == 0) {
+          if (close_delimited) {
+            error_code fec;
+            resp.put_eof(fec);
+            break;
+          }
+          complete = false;  // the upstream died mid-response: the client sees it truncated
+          break;
         }
+        upbuf_.commit(rn);
       }
       if (complete && downstream_chunked) {
         static constexpr std::string_view last = "0\r\n\r\n";

@@ -1,0 +1,357 @@
+"""The foundation, through the real binary with real clients: curl and openssl s_client over
+mTLS, to real upstreams (tcp, unix socket, TLS)."""
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from harness import CA, Pki, Proxy, RecordingUpstream, curl, raw_exchange, tmpdir
+
+
+def http_config(pki, upstream, extra_listener="", rules=None, top=""):
+    rules = rules or '      - name: everything\n        http: { paths: ["/**"] }\n'
+    return f"""{top}
+workers: 2
+tls:
+  workload: {{ cert: {pki.server_cert}, key: {pki.server_key}, ca: {pki.ca.ca_path} }}
+upstreams:
+  app: {{ address: {upstream} }}
+listeners:
+  - name: inbound
+    address: 127.0.0.1:0
+    tls: workload
+    upstream: app
+    policy: inbound
+{extra_listener}
+policies:
+  inbound:
+    rules:
+{rules}
+"""
+
+
+@pytest.fixture
+def env():
+    d = tmpdir()
+    pki = Pki(d)
+    pki.client("alice", orgs=["ops"], spiffe="spiffe://cluster.local/ns/shop/sa/frontend")
+    up = RecordingUpstream()
+    yield d, pki, up
+    up.close()
+
+
+def curl_mtls(pki, client="alice"):
+    crt, key = pki.client(client)
+    return ["--cacert", pki.ca.ca_path, "--cert", crt, "--key", key]
+
+
+def test_keepalive_reuses_one_client_connection(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    port = p.port("inbound")
+    rc, out, err = curl(*curl_mtls(pki), f"https://localhost:{port}/a", f"https://localhost:{port}/b")
+    assert rc == 0, err
+    assert up.paths() == ["/a", "/b"]
+    log = [l for l in p.access_log() if l.get("url.path") in ("/a", "/b")]
+    assert len(log) == 2 and log[0]["source.port"] == log[1]["source.port"], "curl should reuse one connection"
+    assert all(l["event.outcome"] == "allow" and l["http.response.status_code"] == 200 for l in log)
+    assert p.stop() == 0
+
+
+def test_identity_header_is_ours_not_the_clients(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    rc, out, err = curl(*curl_mtls(pki), "-H", "X-Forwarded-Client-Cert: URI=spiffe://evil/admin",
+                        "-H", "X-Remote-User: root", f"https://localhost:{p.port('inbound')}/x")
+    assert rc == 0, err
+    req = up.requests[-1]
+    xfcc = [v for k, v in req["header_list"] if k == "x-forwarded-client-cert"]
+    assert len(xfcc) == 1 and "URI=spiffe://cluster.local/ns/shop/sa/frontend" in xfcc[0]
+    assert "spiffe://evil" not in xfcc[0]
+    assert "x-remote-user" not in req["headers"]
+    p.stop()
+
+
+def test_chunked_upload_and_download_of_50_mb(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    port = p.port("inbound")
+    data = os.urandom(50 * 1024 * 1024)
+    path = os.path.join(d, "upload.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    rc, out, err = curl(*curl_mtls(pki), "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{path}",
+                        f"https://localhost:{port}/upload")
+    assert rc == 0, err
+    import json
+    body = json.loads(out)
+    assert body["bytes"] == len(data) and body["sha256"] == hashlib.sha256(data).hexdigest()
+    assert up.requests[-1]["headers"].get("transfer-encoding") == "chunked"
+
+    size = 50 * 1024 * 1024
+    rc, out, err = curl(*curl_mtls(pki), f"https://localhost:{port}/download?size={size}")
+    assert rc == 0, err
+    block = bytes(range(256)) * 256
+    expected = (block * (size // len(block) + 1))[:size]
+    assert len(out) == size and hashlib.sha256(out).digest() == hashlib.sha256(expected).digest()
+    p.stop()
+
+
+def test_streaming_response_arrives_in_pieces(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    port = p.port("inbound")
+    crt, key = pki.client("alice")
+    proc = subprocess.Popen(["curl", "-sSN", "--cacert", pki.ca.ca_path, "--cert", crt, "--key", key,
+                             f"https://localhost:{port}/stream?n=4&delay=0.7"], stdout=subprocess.PIPE)
+    first = proc.stdout.readline()
+    first_seen = time.time()
+    rest = proc.stdout.read()
+    proc.wait(30)
+    lines = [first] + rest.splitlines(keepends=True)
+    assert len(lines) == 4, lines
+    last_sent = float(lines[-1].split(b" at ")[1])
+    # The first event reached the client before the upstream had produced the last one: the
+    # response was relayed as it arrived, not buffered whole.
+    assert first_seen < last_sent, (first_seen, last_sent)
+    p.stop()
+
+
+def test_upgrade_switches_to_a_raw_relay(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    port = p.port("inbound")
+    ctx = ssl.create_default_context(cafile=pki.ca.ca_path)
+    ctx.load_cert_chain(*pki.client("alice"))
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: echo-protocol\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    for msg in (b"hello", b"x" * 100000):
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            got += s.recv(65536)
+        assert got == msg
+    s.close()
+    p.stop()
+
+
+def test_h2c_upgrade_is_never_passed_upstream(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    out = raw_exchange(p.port("inbound"), b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                       b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", pki, "alice", timeout=3)
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    hdrs = up.requests[-1]["headers"]
+    assert "upgrade" not in hdrs and "http2-settings" not in hdrs
+    p.stop()
+
+
+def test_unix_socket_upstream(env):
+    d, pki, _ = env
+    sock = os.path.join(d, "app.sock")
+    up = RecordingUpstream(unix_path=sock)
+    p = Proxy(http_config(pki, up.address), d)
+    rc, out, err = curl(*curl_mtls(pki), f"https://localhost:{p.port('inbound')}/over-unix")
+    assert rc == 0, err
+    assert up.paths() == ["/over-unix"]
+    up.close()
+    p.stop()
+
+
+def test_tls_upstream_with_client_certificate(env):
+    d, pki, _ = env
+    # The upstream requires a client certificate from the proxy and has a cert for "app.internal".
+    up_cert, up_key = pki.ca.issue("upstream", dns=["app.internal"], server=True, client=False)
+    proxy_cert, proxy_key = pki.ca.issue("proxy-client", client=True)
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(up_cert, up_key)
+    sctx.load_verify_locations(pki.ca.ca_path)
+    sctx.verify_mode = ssl.CERT_REQUIRED
+    up = RecordingUpstream(tls_context=sctx)
+    cfg = http_config(pki, f"tls://127.0.0.1:{up.port}")
+    cfg = cfg.replace("  app: {", f"  app: {{ tls: upclient, server_name: app.internal, ")
+    cfg = cfg.replace("tls:\n", f"tls:\n  upclient: {{ cert: {proxy_cert}, key: {proxy_key}, ca: {pki.ca.ca_path} }}\n", 1)
+    p = Proxy(cfg, d)
+    rc, out, err = curl(*curl_mtls(pki), f"https://localhost:{p.port('inbound')}/over-tls")
+    assert rc == 0 and b'"path": "/over-tls"' in out, (err, out)
+    p.stop()
+
+    # The wrong server name: the proxy refuses the upstream (502), nothing is sent.
+    before = len(up.requests)
+    p = Proxy(cfg.replace("server_name: app.internal", "server_name: other.internal"), d)
+    rc, out, err = curl(*curl_mtls(pki), "-w", "%{http_code}", f"https://localhost:{p.port('inbound')}/x")
+    assert out.endswith(b"502") and b"upstream_unavailable" in out, out
+    assert len(up.requests) == before
+    p.stop()
+    up.close()
+
+
+def line_echo_server():
+    """A TCP upstream that upper-cases what it reads and, after the client's FIN, says BYE."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                c.sendall(data.upper())
+            c.sendall(b"BYE\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv, t
+
+
+def tcp_config(pki, port, tls=True):
+    cfg = http_config(pki, f"tcp://127.0.0.1:{port}", rules="      - name: alice-only\n        from: { users: [alice] }\n"
+                      if tls else "      - name: anyone\n        from: { any: true }\n")
+    cfg = cfg.replace("    upstream: app\n", "    upstream: app\n    protocol: tcp\n")
+    if not tls:
+        cfg = cfg.replace("    tls: workload\n", "", 1)
+    return cfg
+
+
+def test_tcp_listener_relays_openssl_s_client(env):
+    d, pki, _ = env
+    srv, t = line_echo_server()
+    p = Proxy(tcp_config(pki, srv.getsockname()[1]), d)
+    crt, key = pki.client("alice")
+    proc = subprocess.Popen(["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{p.port('inbound')}",
+                             "-CAfile", pki.ca.ca_path, "-cert", crt, "-key", key, "-verify_return_error"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(b"hello through tcp\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"HELLO THROUGH TCP\n"
+    proc.kill()
+    proc.wait()
+    t.join(10)
+    p.stop()
+    log = [l for l in p.access_log() if l["listener.name"] == "inbound"]
+    assert log[-1]["event.outcome"] == "allow" and log[-1]["bytes.in"] == 18
+    assert log[-1]["client.identity.user"] == "alice"
+
+
+def test_tcp_relay_passes_half_close_on(env):
+    d, pki, _ = env
+    srv, t = line_echo_server()
+    p = Proxy(tcp_config(pki, srv.getsockname()[1], tls=False), d)
+    c = socket.create_connection(("127.0.0.1", p.port("inbound")), timeout=10)
+    c.sendall(b"half\n")
+    c.shutdown(socket.SHUT_WR)  # our FIN must reach the upstream, and its reply must still reach us
+    got = b""
+    while True:
+        data = c.recv(100)
+        if not data:
+            break
+        got += data
+    assert got == b"HALF\nBYE\n"
+    p.stop()
+
+
+def test_tcp_listener_refuses_an_identity_not_in_from(env):
+    d, pki, up = env
+    pki.client("mallory")
+    cfg = http_config(pki, up.address, rules="      - name: alice-only\n        from: { users: [alice] }\n")
+    cfg = cfg.replace("    upstream: app\n", "    upstream: app\n    protocol: tcp\n")
+    p = Proxy(cfg, d)
+    out = raw_exchange(p.port("inbound"), b"GET / HTTP/1.0\r\n\r\n", pki, "mallory", timeout=5)
+    assert out == b""
+    assert up.requests == []
+    p.stop()
+    assert p.access_log()[-1]["event.outcome"] == "deny"
+
+
+def test_no_client_certificate_and_a_foreign_ca_are_refused(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    port = p.port("inbound")
+    rc, out, err = curl("--cacert", pki.ca.ca_path, f"https://localhost:{port}/x")
+    assert rc != 0
+    other = CA(d, name="Other CA")
+    crt, key = other.issue("alice-from-elsewhere", cn="alice")
+    rc, out, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, f"https://localhost:{port}/x")
+    assert rc != 0
+    assert up.requests == []
+    reasons = [l.get("reason", "") for l in p.access_log()]
+    assert any("did not return a certificate" in r for r in reasons), reasons
+    assert any("unknown ca" in r.lower() or "unable to get local issuer" in r.lower() or "certificate verify failed" in r.lower()
+               for r in reasons), reasons
+    p.stop()
+
+
+def test_slow_request_head_is_cut_at_the_header_timeout(env):
+    d, pki, up = env
+    cfg = http_config(pki, up.address).replace("    policy: inbound\n", "    policy: inbound\n    limits: { header_timeout_ms: 1000 }\n", 1)
+    p = Proxy(cfg, d)
+    ctx = ssl.create_default_context(cafile=pki.ca.ca_path)
+    ctx.load_cert_chain(*pki.client("alice"))
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.port("inbound")), timeout=30), server_hostname="localhost")
+    s.sendall(b"GET /slow HTTP/1.1\r\n")
+    closed = False
+    for _ in range(20):  # one header byte at a time, slower than the timeout allows in total
+        try:
+            s.sendall(b"X")
+            time.sleep(0.25)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            closed = True
+            break
+    if not closed:
+        s.settimeout(5)
+        try:
+            closed = s.recv(1) == b""
+        except (ConnectionResetError, ssl.SSLError, socket.timeout):
+            closed = True
+    assert closed, "the connection should be closed at the header timeout"
+    assert up.requests == []
+    p.stop()
+
+
+def test_default_deny_without_rules(env):
+    d, pki, up = env
+    cfg = http_config(pki, up.address).replace('      - name: everything\n        http: { paths: ["/**"] }\n', "")
+    cfg = cfg.replace("    rules:\n", "    rules: []\n")
+    p = Proxy(cfg, d)
+    rc, out, err = curl(*curl_mtls(pki), "-w", "%{http_code}", f"https://localhost:{p.port('inbound')}/x")
+    assert out.endswith(b"403") and b'"error":"denied"' in out
+    assert up.requests == []
+    p.stop()
+
+
+def test_upstream_down_gives_502_with_a_reason(env):
+    d, pki, up = env
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()
+    p = Proxy(http_config(pki, f"tcp://127.0.0.1:{dead}"), d)
+    rc, out, err = curl(*curl_mtls(pki), "-w", "%{http_code}", f"https://localhost:{p.port('inbound')}/x")
+    assert out.endswith(b"502") and b"connection refused" in out.lower(), out
+    p.stop()
+
+
+def test_sigterm_lets_an_in_flight_request_finish(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    crt, key = pki.client("alice")
+    proc = subprocess.Popen(["curl", "-sSN", "--cacert", pki.ca.ca_path, "--cert", crt, "--key", key,
+                             f"https://localhost:{p.port('inbound')}/stream?n=3&delay=0.5"], stdout=subprocess.PIPE)
+    proc.stdout.readline()  # the request is in flight
+    p.proc.terminate()
+    rest = proc.stdout.read()
+    assert proc.wait(30) == 0
+    assert rest.count(b"event") == 2
+    assert p.proc.wait(30) == 0

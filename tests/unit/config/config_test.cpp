@@ -1,0 +1,233 @@
+// Config validation: every kind of mistake gets FILE:LINE:COL and a message that says what to do.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+
+#include "proxy/config.hpp"
+
+using portcullis::config::ConfigError;
+using portcullis::config::load_string;
+
+namespace {
+
+// A minimal valid config; tests replace one piece at a time.
+std::string base(const std::string& listeners = "", const std::string& extra = "") {
+  std::string l = listeners.empty() ? R"(listeners:
+  - name: inbound
+    address: 127.0.0.1:15006
+    upstream: app
+    policy: inbound
+)"
+                                    : listeners;
+  return R"(upstreams:
+  app: { address: tcp://127.0.0.1:8080 }
+)" + l + R"(policies:
+  inbound:
+    rules:
+      - name: everything
+        http: { paths: ["/**"] }
+)" + extra;
+}
+
+// The diagnostics of a config that must fail, joined.
+std::string errors_of(const std::string& text) {
+  try {
+    load_string(text, "test.yaml");
+  } catch (const ConfigError& e) {
+    std::string all;
+    for (const auto& d : e.diagnostics) all += d.str() + "\n";
+    return all;
+  }
+  FAIL("config was accepted:\n" << text);
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("a minimal config loads with the documented defaults") {
+  auto cfg = load_string(base(), "test.yaml");
+  REQUIRE(cfg.listeners.size() == 1);
+  const auto& l = cfg.listeners[0];
+  CHECK(l.name == "inbound");
+  CHECK(l.address.port == 15006);
+  CHECK(l.protocol == portcullis::config::Protocol::http);
+  CHECK(l.forward_identity == portcullis::config::ForwardIdentity::xfcc);
+  CHECK(l.client_certs == portcullis::certs::ClientCertMode::required);
+  CHECK(l.limits.header_bytes == 65536);
+  CHECK(l.limits.idle_timeout_ms == 60000);
+  CHECK(l.limits.upstream_timeout_ms == 0);
+  CHECK(cfg.admin.str() == "127.0.0.1:15000");
+  CHECK(cfg.workers >= 1);
+  CHECK(cfg.log.access_log == "stdout");
+  CHECK(cfg.compiled_policies.count("inbound") == 1);
+}
+
+TEST_CASE("errors carry the file, line and column of the offending key") {
+  auto text = base() + "bogus: 1\n";
+  auto e = errors_of(text);
+  CHECK_THAT(e, Catch::Contains("test.yaml:12:1: unknown key 'bogus' in the config"));
+}
+
+TEST_CASE("unknown keys are errors at every level, never ignored") {
+  CHECK_THAT(errors_of(base(R"(listeners:
+  - name: inbound
+    address: 127.0.0.1:15006
+    upstream: app
+    policy: inbound
+    limts: { idle_timeout_ms: 5 }
+)")),
+             Catch::Contains("test.yaml:7:5: unknown key 'limts' in listener 'inbound'"));
+  auto policy_typo = R"(upstreams:
+  app: { address: tcp://127.0.0.1:8080 }
+listeners:
+  - { name: inbound, address: 127.0.0.1:15006, upstream: app, policy: inbound }
+policies:
+  inbound:
+    rules:
+      - name: r
+        http: { path: ["/admin"] }
+)";
+  // A misspelt condition must not silently become "any path".
+  CHECK_THAT(errors_of(policy_typo), Catch::Contains("test.yaml:9:17: unknown key 'path' in policies.inbound rule 'r' http"));
+}
+
+TEST_CASE("wrong types are reported with what was expected") {
+  auto e = errors_of(base(R"(listeners:
+  - name: inbound
+    address: 127.0.0.1:15006
+    upstream: app
+    policy: inbound
+    limits: { idle_timeout_ms: soon }
+)"));
+  CHECK_THAT(e, Catch::Contains("must be a whole number, not 'soon'"));
+  CHECK_THAT(errors_of(base("", "workers: lots\n")), Catch::Contains("workers (a number or auto) must be a whole number"));
+  CHECK_THAT(errors_of(base("", "log: { level: loud }\n")), Catch::Contains("log.level must be trace, debug, info, warn or error"));
+}
+
+TEST_CASE("references to undefined tls bundles, upstreams and policies") {
+  auto e = errors_of(base(R"(listeners:
+  - name: inbound
+    address: 127.0.0.1:15006
+    tls: missing
+    upstream: nowhere
+    policy: nobody
+)"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:4:10: listener 'inbound': tls bundle 'missing' is not defined under tls:"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:5:15: listener 'inbound': upstream 'nowhere' is not defined under upstreams:"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:6:13: listener 'inbound': policy 'nobody' is not defined under policies:"));
+}
+
+TEST_CASE("every listener needs a policy: default deny is explicit") {
+  auto e = errors_of(base(R"(listeners:
+  - name: inbound
+    address: 127.0.0.1:15006
+    upstream: app
+)"));
+  CHECK_THAT(e, Catch::Contains("policy is required"));
+}
+
+TEST_CASE("missing certificate files are reported at the key that names them") {
+  auto e = errors_of(base("", "tls:\n  w: { cert: /nonexistent/tls.crt, key: /nonexistent/tls.key, ca: /nonexistent/ca.crt }\n"));
+  CHECK_THAT(e, Catch::Contains("tls.w.cert: file '/nonexistent/tls.crt' does not exist or is not a regular file"));
+  CHECK_THAT(e, Catch::Contains("tls.w.ca: file '/nonexistent/ca.crt' does not exist"));
+}
+
+TEST_CASE("duplicate listener addresses, including a wildcard overlapping a specific address") {
+  auto e = errors_of(base(R"(listeners:
+  - { name: a, address: 127.0.0.1:15006, upstream: app, policy: inbound }
+  - { name: b, address: 127.0.0.1:15006, upstream: app, policy: inbound }
+  - { name: c, address: 0.0.0.0:15007, upstream: app, policy: inbound, plaintext: allow }
+  - { name: d, address: 127.0.0.1:15007, upstream: app, policy: inbound }
+  - { name: a, address: 127.0.0.1:15008, upstream: app, policy: inbound }
+)"));
+  CHECK_THAT(e, Catch::Contains("listener 'b' address 127.0.0.1:15006 conflicts with listener 'a'"));
+  CHECK_THAT(e, Catch::Contains("listener 'd' address 127.0.0.1:15007 conflicts with listener 'c' (0.0.0.0:15007)"));
+  CHECK_THAT(e, Catch::Contains("duplicate listener name 'a'"));
+}
+
+TEST_CASE("a plaintext listener off loopback needs plaintext: allow") {
+  auto e = errors_of(base(R"(listeners:
+  - { name: open, address: 0.0.0.0:8080, upstream: app, policy: inbound }
+)"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:2:26: listener 'open': a plaintext listener on 0.0.0.0:8080 is off loopback; add tls: or set plaintext: allow"));
+  CHECK_NOTHROW(load_string(base(R"(listeners:
+  - { name: open, address: 0.0.0.0:8080, upstream: app, policy: inbound, plaintext: allow }
+)"),
+                            "test.yaml"));
+}
+
+TEST_CASE("duplicate keys in YAML are refused rather than one silently winning") {
+  auto e = errors_of(base("", "log: { level: info, level: debug }\n"));
+  CHECK_THAT(e, Catch::Contains("duplicate key 'level' in log"));
+}
+
+TEST_CASE("upstream addresses must name a scheme") {
+  auto text = base();
+  text.replace(text.find("tcp://127.0.0.1:8080"), 20, "127.0.0.1:8080");
+  CHECK_THAT(errors_of(text), Catch::Contains("must start with tcp://, tls:// or unix://, or be original_dst"));
+  text = base();
+  text.replace(text.find("tcp://127.0.0.1:8080"), 20, "unix://relative.sock");
+  CHECK_THAT(errors_of(text), Catch::Contains("needs an absolute path"));
+  text = base();
+  text.replace(text.find("tcp://127.0.0.1:8080"), 20, "tcp://127.0.0.1");
+  CHECK_THAT(errors_of(text), Catch::Contains("needs a host and a port"));
+}
+
+TEST_CASE("rules whose conditions the listener cannot see are errors") {
+  auto tcp_with_http = base(R"(listeners:
+  - { name: l4, address: 127.0.0.1:15006, upstream: app, policy: inbound, protocol: tcp }
+)");
+  CHECK_THAT(errors_of(tcp_with_http), Catch::Contains("(protocol tcp) checks only from:"));
+}
+
+TEST_CASE("from: with all lists empty would match no one and is refused") {
+  auto text = base();
+  text.replace(text.find("        http:"), 0, "        from: { users: [] }\n");
+  CHECK_THAT(errors_of(text), Catch::Contains("lists are all empty"));
+}
+
+TEST_CASE("YAML syntax errors have a position") {
+  CHECK_THAT(errors_of("listeners: [\n  - a\n"), Catch::Contains("test.yaml:"));
+  CHECK_THAT(errors_of("listeners: [\n  - a\n"), Catch::Contains("YAML syntax"));
+}
+
+TEST_CASE("all errors are reported at once, not just the first") {
+  auto e = errors_of(base("", "workers: 0\nlog: { level: loud }\n"));
+  CHECK_THAT(e, Catch::Contains("workers"));
+  CHECK_THAT(e, Catch::Contains("log.level"));
+}
+
+TEST_CASE("a listener unreachable under the firewall's ingress is a warning") {
+  auto text = base(R"(listeners:
+  - { name: pub, address: 0.0.0.0:15006, upstream: app, policy: inbound, plaintext: allow }
+)",
+                   R"(firewall:
+  ingress:
+    default: drop
+    allow:
+      - { cidrs: [10.0.0.0/8], ports: [8080] }
+)");
+  auto cfg = load_string(text, "test.yaml");
+  REQUIRE(cfg.warnings.size() == 1);
+  CHECK_THAT(cfg.warnings[0].str(), Catch::Contains("warning: listener 'pub' on port 15006 is unreachable"));
+}
+
+TEST_CASE("firewall CIDRs are validated") {
+  auto text = base("", R"(firewall:
+  ingress:
+    allow:
+      - { cidrs: [10.0.0.0/33, not-an-ip], ports: [8080] }
+)");
+  auto e = errors_of(text);
+  CHECK_THAT(e, Catch::Contains("'10.0.0.0/33' is not an IPv4 or IPv6 CIDR"));
+  CHECK_THAT(e, Catch::Contains("'not-an-ip' is not an IPv4 or IPv6 CIDR"));
+}
+
+TEST_CASE("relative file paths are relative to the config file") {
+  auto dir = std::filesystem::temp_directory_path() / "portcullis-config-test";
+  std::filesystem::create_directories(dir);
+  for (auto f : {"a.crt", "a.key", "ca.crt"}) std::ofstream(dir / f) << "x";
+  auto text = base("", "tls:\n  w: { cert: a.crt, key: a.key, ca: ca.crt }\n");
+  auto cfg = load_string(text, (dir / "portcullis.yaml").string());
+  CHECK(cfg.tls.at("w").cert == (dir / "a.crt").string());
+}
