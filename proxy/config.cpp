@@ -606,8 +606,9 @@ void parse_allow_list(Reader& r, const YAML::Node& n, std::vector<firewall::Allo
 
 void parse_firewall(Reader& r, const YAML::Node& n, Config& cfg) {
   if (!r.is_map(n, "firewall")) return;
-  r.check_keys(n, {"table", "proxy_uid", "proxy_gid", "intercept", "ingress", "egress"}, "firewall");
   firewall::Spec spec;
+  r.check_keys(n, {"table", "proxy_uid", "proxy_gid", "intercept", "ingress", "egress", "forward_interfaces"}, "firewall");
+  if (n["forward_interfaces"]) spec.forward_interfaces = r.strings(n["forward_interfaces"], "firewall.forward_interfaces");
   if (n["table"]) {
     if (auto s = r.str(n["table"], "firewall.table")) {
       spec.table = *s;

@@ -13,6 +13,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "firewall/netlink.hpp"
+#include "firewall/ruleset.hpp"
 #include "proxy/observe/access_log.hpp"
 
 namespace portcullis {
@@ -155,6 +157,23 @@ void Server::reload(const std::string& why) {
   } catch (const std::exception& e) {
     spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
     return;
+  }
+  // The firewall follows the config: an element diff when only sets changed, else a full
+  // replace of our table, in one transaction. If the kernel refuses it, nothing changes.
+  if (!options_.no_firewall && next->config.firewall) {
+    try {
+      auto desired = firewall::build_ruleset(*next->config.firewall);
+      auto result = snapshot_->config.firewall
+                        ? firewall::update(firewall::build_ruleset(*snapshot_->config.firewall), desired)
+                        : firewall::apply(desired);
+      if (!result.ok()) {
+        spdlog::error("reload rejected, the previous config stays in force: firewall: {}", result.message);
+        return;
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("reload rejected, the previous config stays in force: firewall: {}", e.what());
+      return;
+    }
   }
   // Listeners: keep unchanged ones (their connections are untouched), bind new ones first so a
   // bind failure leaves everything as it was, then close the removed ones.

@@ -65,7 +65,7 @@ TEST_CASE("a minimal config loads with the documented defaults") {
 TEST_CASE("errors carry the file, line and column of the offending key") {
   auto text = base() + "bogus: 1\n";
   auto e = errors_of(text);
-  CHECK_THAT(e, Catch::Contains("test.yaml:12:1: unknown key 'bogus' in the config"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:13:1: unknown key 'bogus' in the config"));
 }
 
 TEST_CASE("unknown keys are errors at every level, never ignored") {
@@ -76,7 +76,7 @@ TEST_CASE("unknown keys are errors at every level, never ignored") {
     policy: inbound
     limts: { idle_timeout_ms: 5 }
 )")),
-             Catch::Contains("test.yaml:7:5: unknown key 'limts' in listener 'inbound'"));
+             Catch::Contains("test.yaml:8:5: unknown key 'limts' in listener 'inbound'"));
   auto policy_typo = R"(upstreams:
   app: { address: tcp://127.0.0.1:8080 }
 listeners:
@@ -112,9 +112,9 @@ TEST_CASE("references to undefined tls bundles, upstreams and policies") {
     upstream: nowhere
     policy: nobody
 )"));
-  CHECK_THAT(e, Catch::Contains("test.yaml:4:10: listener 'inbound': tls bundle 'missing' is not defined under tls:"));
-  CHECK_THAT(e, Catch::Contains("test.yaml:5:15: listener 'inbound': upstream 'nowhere' is not defined under upstreams:"));
-  CHECK_THAT(e, Catch::Contains("test.yaml:6:13: listener 'inbound': policy 'nobody' is not defined under policies:"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:6:10: listener 'inbound': tls bundle 'missing' is not defined under tls:"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:7:15: listener 'inbound': upstream 'nowhere' is not defined under upstreams:"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:8:13: listener 'inbound': policy 'nobody' is not defined under policies:"));
 }
 
 TEST_CASE("every listener needs a policy: default deny is explicit") {
@@ -149,7 +149,7 @@ TEST_CASE("a plaintext listener off loopback needs plaintext: allow") {
   auto e = errors_of(base(R"(listeners:
   - { name: open, address: 0.0.0.0:8080, upstream: app, policy: inbound }
 )"));
-  CHECK_THAT(e, Catch::Contains("test.yaml:2:26: listener 'open': a plaintext listener on 0.0.0.0:8080 is off loopback; add tls: or set plaintext: allow"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:4:28: listener 'open': a plaintext listener on 0.0.0.0:8080 is off loopback; add tls: or set plaintext: allow"));
   CHECK_NOTHROW(load_string(base(R"(listeners:
   - { name: open, address: 0.0.0.0:8080, upstream: app, policy: inbound, plaintext: allow }
 )"),
