@@ -246,7 +246,13 @@ class HttpSession {
     error_code ec;
     std::size_t used = req.put(asio::buffer(head.data(), head.size()), ec);
     if (ec || !req.is_header_done())
-      co_return co_await refuse(400, "bad_request", "malformed request head: " + (ec ? ec.message() : std::string("incomplete")));
+    {
+      // GCC 12 miscompiles a ?: that builds temporaries inside a co_await expression (it destroys
+      // the branch it never built): every such message is built in a local first.
+      std::string why = "malformed request head: ";
+      why += ec ? ec.message() : std::string("incomplete");
+      co_return co_await refuse(400, "bad_request", std::move(why));
+    }
     in_.consume(used);
     record_.method = req.method;
 
@@ -263,8 +269,12 @@ class HttpSession {
     const std::string* host_field = req.field("host");
     std::string host = host_field ? host_without_port(*host_field) : std::string();
     if (!target.authority.empty() && host_without_port(target.authority) != host)
-      co_return co_await refuse(400, "bad_request", "absolute-form target names host '" + target.authority +
-                                                       "' but the Host header says '" + (host_field ? *host_field : "") + "'");
+    {
+      std::string why = "absolute-form target names host '" + target.authority + "' but the Host header says '";
+      if (host_field) why += *host_field;
+      why += "'";
+      co_return co_await refuse(400, "bad_request", std::move(why));
+    }
 
     bool has_body = req.chunked() || (req.content_length() && *req.content_length() > 0);
     bool upgrade = false;
@@ -360,9 +370,9 @@ class HttpSession {
         if (pec && pec != boost::beast::http::error::need_more) {
           up_.close();
           int status = pec == boost::beast::http::error::body_limit ? 413 : 400;
-          co_return co_await refuse(status, status == 413 ? "body_too_large" : "bad_request",
-                                    status == 413 ? "request body larger than max_body_bytes"
-                                                  : "malformed request body: " + pec.message());
+          std::string why = status == 413 ? std::string("request body larger than max_body_bytes")
+                                          : "malformed request body: " + pec.message();
+          co_return co_await refuse(status, status == 413 ? "body_too_large" : "bad_request", std::move(why));
         }
         auto e = co_await forward_pieces(up_, req.pieces(), req.chunked());
         in_.consume(n);
@@ -433,8 +443,9 @@ class HttpSession {
           if (deadline_.expired())
             co_return co_await upstream_failed(504, "upstream sent no response within upstream_timeout_ms (" +
                                                         std::to_string(limits_.upstream_timeout_ms) + " ms)");
-          co_return co_await upstream_failed(502, "upstream closed the connection before responding" +
-                                                      (rec ? ": " + rec.message() : std::string()));
+          std::string why = "upstream closed the connection before responding";
+          if (rec) why += ": " + rec.message();
+          co_return co_await upstream_failed(502, std::move(why));
         }
         upbuf_.commit(rn);
       }
