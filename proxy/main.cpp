@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <ctime>
 #include <iostream>
 
 #include "proxy/cli/commands.hpp"
@@ -45,6 +46,17 @@ int cmd_check(const std::string& path) {
   }
 }
 
+// A warning in the log for each loaded certificate closer to expiry than its bundle allows.
+void warn_expiring_certificates(const Snapshot& snap) {
+  auto now = std::time(nullptr);
+  for (const auto& [name, l] : snap.listeners)
+    if (l.server_ctx)
+      certs::warn_if_expiring(l.cfg.tls, l.server_ctx.get(), snap.config.tls.at(l.cfg.tls).expiry_warning_days, now);
+  for (const auto& [name, u] : snap.upstreams)
+    if (u.client_ctx && !u.cfg.tls.empty())
+      certs::warn_if_expiring(u.cfg.tls, u.client_ctx.get(), snap.config.tls.at(u.cfg.tls).expiry_warning_days, now);
+}
+
 int cmd_run(const std::string& path, bool no_firewall) {
   std::shared_ptr<const Snapshot> snap;
   try {
@@ -57,6 +69,7 @@ int cmd_run(const std::string& path, bool no_firewall) {
     return 1;
   }
   observe::configure_access_log(snap->config.log.access_log);
+  warn_expiring_certificates(*snap);
   if (snap->config.firewall && !no_firewall) {
     if (int rc = apply_firewall_at_startup(*snap); rc != 0) return rc;
   }
@@ -116,12 +129,3 @@ int main(int argc, char** argv) {
   return rc;
 }
 
-// Until each command group lands, a weak fallback keeps the binary linking.
-namespace portcullis::cli {
-__attribute__((weak)) void register_certs_commands(CLI::App&) {}
-__attribute__((weak)) void register_firewall_commands(CLI::App&) {}
-__attribute__((weak)) void register_explain_command(CLI::App&) {}
-}  // namespace portcullis::cli
-namespace portcullis {
-__attribute__((weak)) int apply_firewall_at_startup(const Snapshot&) { return 2; }
-}  // namespace portcullis
