@@ -2,6 +2,10 @@
 
 #include <sys/socket.h>
 
+#include <ctime>
+#include <future>
+#include <set>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -16,6 +20,7 @@
 #include "firewall/netlink.hpp"
 #include "firewall/ruleset.hpp"
 #include "proxy/observe/access_log.hpp"
+#include "proxy/observe/admin.hpp"
 
 namespace portcullis {
 namespace asio = boost::asio;
@@ -93,6 +98,57 @@ std::uint16_t Server::bound_port(const std::string& listener) const {
 
 void Server::bind() {
   for (const auto& [name, l] : snapshot_->listeners) groups_[name] = bind_listener(l);
+  bind_admin();
+}
+
+// The admin listener is for operators and probes; if its address is taken the proxy still
+// serves traffic (a warning says so). A reload does not move it.
+void Server::bind_admin() {
+  const auto& a = snapshot_->config.admin;
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(a.host, ec);
+  auto acc = std::make_unique<net::tcp::acceptor>(main_ioc_);
+  net::tcp::endpoint ep(addr, a.port);
+  if (!ec) acc->open(ep.protocol(), ec);
+  if (!ec) acc->set_option(net::tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acc->bind(ep, ec);
+  if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    spdlog::warn("admin listener disabled: cannot listen on {}: {}", a.str(), ec.message());
+    return;
+  }
+  config::Address bound = a;
+  bound.port = acc->local_endpoint().port();
+  admin_address_ = bound.str();
+  admin_ = std::move(acc);
+}
+
+std::string Server::scrape() {
+  observe::MetricSet total;
+  // Each worker copies its own counters on its own thread; a worker that does not answer
+  // within a second (stopped, or stuck) is left out of this scrape rather than blocking it.
+  std::vector<std::future<observe::MetricSet>> copies;
+  for (auto& w : workers_) {
+    auto p = std::make_shared<std::promise<observe::MetricSet>>();
+    copies.push_back(p->get_future());
+    asio::post(w->ioc, [p, wp = w.get()] { p->set_value(wp->metrics); });
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (auto& f : copies)
+    if (f.wait_until(deadline) == std::future_status::ready) total.merge(f.get());
+  total.merge(main_metrics_);
+  // Certificate expiry, per bundle presented by a listener or an upstream client.
+  std::time_t now = std::time(nullptr);
+  std::set<std::string> seen;
+  auto expiry = [&](const std::string& bundle, SSL_CTX* ctx) {
+    if (!ctx || bundle.empty() || !seen.insert(bundle).second) return;
+    for (const auto& c : certs::certificate_expiry(ctx, now))
+      total.set(observe::Metric::certificate_expiry_seconds,
+                observe::labels({{"bundle", bundle}, {"subject", c.subject}, {"serial", c.serial}}), c.seconds_left);
+  };
+  for (const auto& [name, l] : snapshot_->listeners) expiry(l.cfg.tls, l.server_ctx.get());
+  for (const auto& [name, u] : snapshot_->upstreams) expiry(u.cfg.tls, u.client_ctx.get());
+  return observe::render(total);
 }
 
 void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
@@ -121,8 +177,12 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
             g->active->fetch_add(1, std::memory_order_relaxed);
             w.active.fetch_add(1, std::memory_order_relaxed);
             auto serve = [](Worker& w, std::shared_ptr<ListenerGroup> g, net::tcp::socket s) -> asio::awaitable<void> {
+              const std::string listener_labels = observe::labels({{"listener", g->name}});
+              w.metrics.add(observe::Metric::connections_total, listener_labels);
+              w.metrics.add(observe::Metric::connections_active, listener_labels);
               if (g->protocol == config::Protocol::tcp) co_await serve_tcp(w, g->name, std::move(s));
               else co_await serve_http(w, g->name, std::move(s));
+              w.metrics.add(observe::Metric::connections_active, listener_labels, -1);
               g->active->fetch_sub(1, std::memory_order_relaxed);
               w.active.fetch_sub(1, std::memory_order_relaxed);
             };
@@ -147,16 +207,21 @@ void Server::install_snapshot(std::shared_ptr<const Snapshot> s) {
 }
 
 void Server::reload(const std::string& why) {
+  bool ok = try_reload(why);
+  main_metrics_.add(observe::Metric::config_reloads_total, observe::labels({{"result", ok ? "success" : "failure"}}));
+}
+
+bool Server::try_reload(const std::string& why) {
   spdlog::info("reloading {} ({})", snapshot_->config.path, why);
   std::shared_ptr<const Snapshot> next;
   try {
     next = build_snapshot(config::load_file(snapshot_->config.path));
   } catch (const config::ConfigError& e) {
     for (const auto& d : e.diagnostics) spdlog::error("reload rejected, the previous config stays in force: {}", d.str());
-    return;
+    return false;
   } catch (const std::exception& e) {
     spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
-    return;
+    return false;
   }
   // The firewall follows the config: an element diff when only sets changed, else a full
   // replace of our table, in one transaction. If the kernel refuses it, nothing changes.
@@ -168,11 +233,11 @@ void Server::reload(const std::string& why) {
                         : firewall::apply(desired);
       if (!result.ok()) {
         spdlog::error("reload rejected, the previous config stays in force: firewall: {}", result.message);
-        return;
+        return false;
       }
     } catch (const std::exception& e) {
       spdlog::error("reload rejected, the previous config stays in force: firewall: {}", e.what());
-      return;
+      return false;
     }
   }
   // Listeners: keep unchanged ones (their connections are untouched), bind new ones first so a
@@ -191,7 +256,7 @@ void Server::reload(const std::string& why) {
     }
   } catch (const std::exception& e) {
     spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
-    return;
+    return false;
   }
   for (auto& [name, g] : groups_) {
     if (next_groups.count(name) && next_groups[name] == g) continue;
@@ -209,6 +274,7 @@ void Server::reload(const std::string& why) {
   }
   spdlog::info("reload complete: config generation {}", next->generation);
   watch_files();
+  return true;
 }
 
 // Reload when the config file or a file a TLS bundle names changes (in place, renamed over, or
@@ -259,6 +325,7 @@ void Server::handle_signal(int sig) {
           g->acceptors[i]->close(ignored);
         });
     for (auto& w : workers_) asio::post(w->ioc, [wp = w.get()] { wp->drain(); });
+    ready_ = false;
   }
 }
 
@@ -277,6 +344,15 @@ int Server::run() {
   watch_files();
   // Announced only once signals are handled: a test may send SIGHUP as soon as it reads this.
   for (auto& [name, g] : groups_) spdlog::info("listener '{}' ready on {}", name, g->address);
+  ready_ = true;
+  if (admin_) {
+    auto handlers = std::make_shared<observe::AdminHandlers>();
+    handlers->ready = [this] { return ready_ && !stopping_; };
+    handlers->metrics = [this] { return scrape(); };
+    handlers->config_json = [this] { return observe::config_to_json(snapshot_->config); };
+    asio::co_spawn(main_ioc_, observe::admin_accept_loop(*admin_, handlers), asio::detached);
+    spdlog::info("listener 'admin' ready on {}", admin_address_);
+  }
   // Poll for the end of the drain (all connections closed, or the drain deadline).
   asio::steady_timer tick(main_ioc_);
   std::chrono::steady_clock::time_point drain_deadline{};
@@ -301,6 +377,10 @@ int Server::run() {
   };
   poll();
   main_ioc_.run();
+  if (admin_) {
+    boost::system::error_code ignored;
+    admin_->close(ignored);
+  }
   file_watch_.reset();
   for (auto& w : workers_) w->ioc.stop();
   for (auto& t : threads_) t.join();

@@ -9,6 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "certs/file_watcher.hpp"
+#include "proxy/observe/metrics.hpp"
 #include "proxy/worker.hpp"
 
 namespace portcullis {
@@ -38,6 +39,9 @@ class Server {
   std::shared_ptr<ListenerGroup> bind_listener(const ListenerRuntime& l);
   void start_accepting(const std::shared_ptr<ListenerGroup>& g);
   void reload(const std::string& why);
+  bool try_reload(const std::string& why);  // false: rejected, the old config stays
+  void bind_admin();
+  std::string scrape();  // main thread: sums every worker's metrics
   void install_snapshot(std::shared_ptr<const Snapshot> s);
   void watch_files();
 
@@ -50,6 +54,10 @@ class Server {
   std::unique_ptr<boost::asio::signal_set> signals_;
   bool stopping_ = false;
   std::unique_ptr<certs::WatchThread> file_watch_;  // config + certificate files -> reload()
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> admin_;  // on main_ioc_; null if it could not bind
+  std::string admin_address_;
+  bool ready_ = false;
+  observe::MetricSet main_metrics_;  // counted on the main thread (reloads)
 };
 
 }  // namespace portcullis

@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "proxy/net/stream.hpp"
+#include "proxy/observe/metrics.hpp"
 #include "proxy/snapshot.hpp"
 #include "proxy/upstream.hpp"
 
@@ -21,6 +22,8 @@ struct Worker {
   // Connections waiting for their next request; closed at once when draining.
   std::unordered_set<net::Stream*> idle;
   std::atomic<std::uint64_t> active{0};
+  // Only touched on this worker's thread; the admin endpoint posts here to copy it.
+  observe::MetricSet metrics;
 
   void drain() {
     draining = true;

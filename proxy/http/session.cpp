@@ -131,8 +131,12 @@ class HttpSession {
   net::awaitable<void> run() {
     if (tls_) {
       deadline_.arm(ms(limits_.handshake_timeout_ms), "handshake timeout");
-      if (auto ec = co_await tls_->handshake()) {
-        log_connection_error(deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + handshake_reason(ec));
+      auto hec = co_await tls_->handshake();
+      w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", listener_}}));
+      if (hec) {
+        w_.metrics.add(observe::Metric::tls_handshake_failures_total,
+                       observe::labels({{"listener", listener_}, {"reason", observe::handshake_failure_reason(tls_->ssl(), hec, deadline_.expired())}}));
+        log_connection_error(deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + handshake_reason(hec));
         co_return;
       }
       peer_ = certs::peer_identity(tls_->ssl());
@@ -187,6 +191,9 @@ class HttpSession {
         in_.release_if_empty();
         deadline_.arm(ms(limits_.idle_timeout_ms), "idle timeout");
         w_.idle.insert(&down_);
+        auto wec = co_await down_.wait_readable();
+        w_.idle.erase(&down_);
+        if (wec) co_return 0;
       } else if (first) {
         deadline_.arm(ms(limits_.header_timeout_ms), "header timeout");
       }
@@ -573,6 +580,7 @@ class HttpSession {
       }
     }
     upstream_reusable_ = complete && resp.keep_alive() && !close_delimited && upbuf_.empty();
+    upbuf_.release_if_empty();  // idle keep-alive connections hold no response buffer
     if (!upstream_reusable_) up_.close();
     if (!complete) {
       record_.outcome = "error";
@@ -621,6 +629,7 @@ class HttpSession {
     }
     auto c = co_await connect_upstream(*lrt_->upstream, ms(limits_.connect_timeout_ms));
     if (c.ec) {
+      w_.metrics.add(observe::Metric::upstream_connect_failures_total, observe::labels({{"upstream", lrt_->cfg.upstream}}));
       co_await upstream_failed(c.timed_out ? 504 : 502, c.error);
       co_return false;
     }
@@ -667,6 +676,23 @@ class HttpSession {
     record_.bytes_out = bytes_out_;
     record_.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - request_start_);
     observe::write_access_log(record_);
+    if (!connection_error_) count_request();
+  }
+
+  // Per-worker counters for this request (only this worker's thread touches them).
+  void count_request() {
+    std::string_view decision = record_.outcome;
+    if (decision == "audit-deny") decision = "audit_deny";
+    w_.metrics.add(observe::Metric::requests_total,
+                   observe::labels({{"listener", listener_}, {"policy", lrt_->cfg.policy}, {"rule", record_.rule},
+                                    {"decision", decision}}));
+    if (record_.status >= 200 && record_.status < 600) {
+      const char* classes[] = {"2xx", "3xx", "4xx", "5xx"};
+      w_.metrics.add(observe::Metric::responses_total,
+                     observe::labels({{"listener", listener_}, {"class", classes[record_.status / 100 - 2]}}));
+    }
+    w_.metrics.observe(observe::Metric::request_duration_seconds, observe::labels({{"listener", listener_}}),
+                       std::chrono::duration<double>(record_.duration).count());
   }
 
   void log_connection_error(std::string reason) {
@@ -674,7 +700,9 @@ class HttpSession {
     record_.outcome = "error";
     reason_holder_ = std::move(reason);
     record_.reason = reason_holder_;
+    connection_error_ = true;  // logged, but not a request
     finish_record();
+    connection_error_ = false;
   }
 
   Worker& w_;
@@ -692,6 +720,7 @@ class HttpSession {
   std::string up_key_, upstream_address_;
   bool upstream_reusable_ = false;
   bool reused_upstream_ = false;
+  bool connection_error_ = false;
   std::string path_, query_, scratch_;
   observe::AccessRecord record_;
   std::string reason_holder_, rule_holder_;

@@ -97,7 +97,12 @@ net::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp::socket
 
   if (tls) {
     deadline.arm(ms(limits.handshake_timeout_ms));
-    if (auto hec = co_await tls->handshake()) {
+    auto hec = co_await tls->handshake();
+    w.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", listener}}));
+    if (hec) {
+      w.metrics.add(observe::Metric::tls_handshake_failures_total,
+                    observe::labels({{"listener", listener},
+                                     {"reason", observe::handshake_failure_reason(tls->ssl(), hec, deadline.expired())}}));
       long v = SSL_get_verify_result(tls->ssl());
       reason = deadline.expired() ? "TLS handshake timed out"
                                   : "TLS handshake failed: " + (v != X509_V_OK ? std::string("client certificate rejected: ") +
@@ -121,6 +126,7 @@ net::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp::socket
   deadline.disarm();
   auto c = co_await connect_upstream(*lrt.upstream, ms(limits.connect_timeout_ms), original_dst);
   if (c.ec) {
+    w.metrics.add(observe::Metric::upstream_connect_failures_total, observe::labels({{"upstream", lrt.cfg.upstream}}));
     reason = c.error;
     down.close();
     finish("error");

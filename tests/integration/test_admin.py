@@ -1,0 +1,227 @@
+"""The admin listener (issue 6): /healthz, /readyz, /config and /metrics through the real
+binary, checked with promtool and scraped by a real Prometheus server."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from harness import Pki, Proxy, RecordingUpstream, curl, tmpdir
+
+
+def config(pki, upstream, paths='["/allowed/**"]'):
+    return f"""
+admin: {{ address: 127.0.0.1:0 }}
+workers: 2
+tls:
+  workload: {{ cert: {pki.server_cert}, key: {pki.server_key}, ca: {pki.ca.ca_path} }}
+upstreams:
+  app: {{ address: {upstream} }}
+listeners:
+  - name: inbound
+    address: 127.0.0.1:0
+    tls: workload
+    upstream: app
+    policy: inbound
+policies:
+  inbound:
+    rules:
+      - name: allowed-paths
+        http: {{ paths: {paths} }}
+"""
+
+
+@pytest.fixture
+def env():
+    d = tmpdir()
+    pki = Pki(d)
+    pki.client("alice", orgs=["ops"], spiffe="spiffe://cluster.local/ns/shop/sa/frontend")
+    up = RecordingUpstream()
+    yield d, pki, up
+    up.close()
+
+
+def get(port, path, timeout=10):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def request(pki, port, path):
+    crt, key = pki.client("alice")
+    rc, out, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, "-o", "/dev/null",
+                        "-w", "%{http_code}", f"https://localhost:{port}{path}")
+    assert rc == 0, err
+    return int(out)
+
+
+def samples(text, name):
+    """{frozenset of (label, value): value} for every sample of metric `name`."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^" + re.escape(name) + r"(?:\{(.*)\})? (\S+)$", line)
+        if m:
+            labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
+            out[labels] = float(m.group(2))
+    return out
+
+
+def promtool_check(text):
+    p = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+    # promtool exits 1 for lint warnings too; fail on anything it reports.
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+
+
+def requests_by_decision(text, listener="inbound"):
+    totals = {}
+    for labels, v in samples(text, "portcullis_requests_total").items():
+        d = dict(labels)
+        if d.get("listener") == listener:
+            totals[d["decision"]] = totals.get(d["decision"], 0) + v
+    return totals
+
+
+def test_admin_endpoints_and_metrics(env):
+    d, pki, up = env
+    p = Proxy(config(pki, up.address), d)
+    admin = p.port("admin")
+    try:
+        assert get(admin, "/healthz") == (200, "ok\n")
+        assert get(admin, "/readyz")[0] == 200
+        assert get(admin, "/nope")[0] == 404
+
+        assert request(pki, p.port("inbound"), "/allowed/x") == 200
+        assert request(pki, p.port("inbound"), "/secret") == 403
+
+        status, text = get(admin, "/metrics")
+        assert status == 200
+        promtool_check(text)
+        assert requests_by_decision(text) == {"allow": 1, "deny": 1}
+        allow = samples(text, "portcullis_requests_total")
+        assert frozenset({("listener", "inbound"), ("policy", "inbound"), ("rule", "allowed-paths"),
+                          ("decision", "allow")}) in allow
+        responses = {dict(k)["class"]: v for k, v in samples(text, "portcullis_responses_total").items()}
+        assert responses == {"2xx": 1, "4xx": 1}
+        assert samples(text, "portcullis_request_duration_seconds_count") == {frozenset({("listener", "inbound")}): 2}
+        assert samples(text, "portcullis_tls_handshakes_total") == {frozenset({("listener", "inbound")}): 2}
+        assert samples(text, "portcullis_connections_total") == {frozenset({("listener", "inbound")}): 2}
+        expiry = samples(text, "portcullis_certificate_expiry_seconds")
+        assert expiry and all(dict(k)["bundle"] == "workload" and v > 0 for k, v in expiry.items())
+
+        status, cfg = get(admin, "/config")
+        assert status == 200
+        doc = json.loads(cfg)
+        assert doc["tls"]["workload"]["key"] == pki.server_key  # the path, not the contents
+        assert "BEGIN" not in cfg and "PRIVATE" not in cfg
+        key_text = open(pki.server_key).read()
+        body = "".join(l for l in key_text.splitlines() if l and not l.startswith("-----"))
+        assert body[:40] not in cfg
+        assert doc["listeners"][0]["name"] == "inbound"
+
+        # A broken config on SIGHUP: counted as a failure, the old policy stays in force.
+        with open(p.config_path, "a") as f:
+            f.write("this is: [not valid\n")
+        p.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        failures = {}
+        while time.time() < deadline:
+            failures = samples(get(admin, "/metrics")[1], "portcullis_config_reloads_total")
+            if failures.get(frozenset({("result", "failure")})):
+                break
+            time.sleep(0.1)
+        assert failures.get(frozenset({("result", "failure")})) == 1, p.stderr()
+        assert request(pki, p.port("inbound"), "/allowed/y") == 200
+        assert request(pki, p.port("inbound"), "/secret") == 403
+        text = get(admin, "/metrics")[1]
+        promtool_check(text)
+        assert requests_by_decision(text) == {"allow": 2, "deny": 2}
+        assert get(admin, "/readyz")[0] == 200
+    finally:
+        assert p.stop() == 0
+
+
+def test_failed_handshake_is_counted_by_reason(env):
+    d, pki, up = env
+    p = Proxy(config(pki, up.address), d)
+    try:
+        # No client certificate on a listener that requires one.
+        rc, out, err = curl("--cacert", pki.ca.ca_path, f"https://localhost:{p.port('inbound')}/allowed/x")
+        assert rc != 0
+        text = get(p.port("admin"), "/metrics")[1]
+        promtool_check(text)
+        fails = samples(text, "portcullis_tls_handshake_failures_total")
+        assert sum(fails.values()) == 1
+        assert dict(next(iter(fails)))["reason"] in ("no_cert", "protocol")
+        assert requests_by_decision(text) == {}
+    finally:
+        p.stop()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed")
+def test_real_prometheus_scrapes_the_admin_endpoint(env):
+    d, pki, up = env
+    p = Proxy(config(pki, up.address), d)
+    prom = None
+    try:
+        assert request(pki, p.port("inbound"), "/allowed/x") == 200
+        assert request(pki, p.port("inbound"), "/secret") == 403
+        prom_dir = os.path.join(d, "prometheus")
+        os.makedirs(prom_dir)
+        cfg = os.path.join(prom_dir, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write(f"""global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: portcullis
+    scrape_interval: 1s
+    static_configs:
+      - targets: ["127.0.0.1:{p.port('admin')}"]
+""")
+        web = free_port()
+        prom = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={prom_dir}/data",
+                                 f"--web.listen-address=127.0.0.1:{web}"],
+                                stdout=open(os.path.join(prom_dir, "out"), "wb"),
+                                stderr=open(os.path.join(prom_dir, "err"), "wb"))
+        query = urllib.parse.quote('sum by (decision) (portcullis_requests_total{listener="inbound"})')
+        deadline = time.time() + 60
+        result = None
+        while time.time() < deadline:
+            assert prom.poll() is None, open(os.path.join(prom_dir, "err")).read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/api/v1/query?query={query}", timeout=5) as r:
+                    doc = json.loads(r.read())
+                result = {s["metric"]["decision"]: float(s["value"][1]) for s in doc["data"]["result"]}
+                if result:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        assert result == {"allow": 1.0, "deny": 1.0}, open(os.path.join(prom_dir, "err")).read()[-3000:]
+    finally:
+        if prom is not None:
+            prom.terminate()
+            try:
+                prom.wait(15)
+            except subprocess.TimeoutExpired:
+                prom.kill()
+                prom.wait()
+        p.stop()
