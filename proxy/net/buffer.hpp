@@ -14,7 +14,7 @@ class Buffer {
 
   bool allocated() const { return data_ != nullptr; }
   void ensure() {
-    if (!data_) data_ = std::make_unique<char[]>(capacity_);
+    if (!data_) data_ = std::make_unique_for_overwrite<char[]>(capacity_);  // no zero-fill
   }
   // Frees the memory when no unread bytes remain.
   void release_if_empty() {

@@ -74,11 +74,14 @@ awaitable<error_code> TlsSocket::handshake() {
   }
 }
 
-awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
+// SSL_read_ex / SSL_write_ex on a non-blocking socket: retry after waiting for whichever
+// readiness OpenSSL asks for (a read may need to write, e.g. a TLS 1.3 KeyUpdate reply).
+template <class Op>
+awaitable<io_result> TlsSocket::retry_io(Op op) {
   for (;;) {
     ERR_clear_error();
     std::size_t n = 0;
-    int r = SSL_read_ex(ssl_, b.data(), b.size(), &n);
+    int r = op(n);
     if (r == 1) co_return io_result{error_code{}, n};
     int e = SSL_get_error(ssl_, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
@@ -89,19 +92,12 @@ awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
   }
 }
 
+awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
+  co_return co_await retry_io([&](std::size_t& n) { return SSL_read_ex(ssl_, b.data(), b.size(), &n); });
+}
+
 awaitable<io_result> TlsSocket::write_some(asio::const_buffer b) {
-  for (;;) {
-    ERR_clear_error();
-    std::size_t n = 0;
-    int r = SSL_write_ex(ssl_, b.data(), b.size(), &n);
-    if (r == 1) co_return io_result{error_code{}, n};
-    int e = SSL_get_error(ssl_, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-      if (auto ec = co_await wait_for(e)) co_return io_result{ec, 0};
-      continue;
-    }
-    co_return io_result{last_error(r), 0};
-  }
+  co_return co_await retry_io([&](std::size_t& n) { return SSL_write_ex(ssl_, b.data(), b.size(), &n); });
 }
 
 awaitable<void> TlsSocket::shutdown_send() {
@@ -142,6 +138,23 @@ awaitable<io_result> Stream::read_some(asio::mutable_buffer b) {
     co_return io_result{ec, n};
   }
   co_return io_result{asio::error::not_connected, 0};
+}
+
+awaitable<error_code> Stream::wait_readable() {
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
+    if ((*t)->has_buffered_data()) co_return error_code{};
+    auto [ec] = co_await (*t)->socket().async_wait(tcp::socket::wait_read, use_tuple);
+    co_return ec;
+  }
+  if (auto* s = std::get_if<tcp::socket>(&v_)) {
+    auto [ec] = co_await s->async_wait(tcp::socket::wait_read, use_tuple);
+    co_return ec;
+  }
+  if (auto* s = std::get_if<unix_socket>(&v_)) {
+    auto [ec] = co_await s->async_wait(unix_socket::wait_read, use_tuple);
+    co_return ec;
+  }
+  co_return asio::error::not_connected;
 }
 
 awaitable<error_code> Stream::write_all(asio::const_buffer b) {

@@ -48,6 +48,8 @@ class TlsSocket {
 
  private:
   awaitable<error_code> wait_for(int ssl_error);
+  template <class Op>
+  awaitable<io_result> retry_io(Op op);
   error_code last_error(int ret);
 
   tcp::socket socket_;
@@ -66,6 +68,8 @@ class Stream {
 
   bool is_open() const;
   awaitable<io_result> read_some(asio::mutable_buffer b);
+  // Waits until a read would not block, without reading: an idle connection holds no buffer.
+  awaitable<error_code> wait_readable();
   // Writes all of b (or fails).
   awaitable<error_code> write_all(asio::const_buffer b);
   // Half-close: FIN on TCP and unix sockets, close_notify on TLS.
