@@ -166,7 +166,14 @@ class HttpSession {
     return ec.message();
   }
 
+  // A wait on the upstream that times out closes only the upstream, so the client still gets
+  // its 504/502; any other wait closes both sides.
   void close_all() {
+    const char* what = deadline_.what();
+    if (what && std::string_view(what).starts_with("upstream")) {
+      up_.close();
+      return;
+    }
     down_.close();
     up_.close();
   }
@@ -252,6 +259,12 @@ class HttpSession {
     else req.body_limit(boost::none);
     error_code ec;
     std::size_t used = req.put(asio::buffer(head.data(), head.size()), ec);
+    if (ec == boost::beast::http::error::header_limit)
+      co_return co_await refuse(431, "header_too_large",
+                                "request head larger than header_bytes (" + std::to_string(limits_.header_bytes) + ")");
+    if (ec == boost::beast::http::error::body_limit)
+      co_return co_await refuse(413, "body_too_large",
+                                "request body larger than max_body_bytes (" + std::to_string(limits_.max_body_bytes) + ")");
     if (ec || !req.is_header_done())
     {
       // GCC 12 miscompiles a ?: that builds temporaries inside a co_await expression (it destroys

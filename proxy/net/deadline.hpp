@@ -26,6 +26,7 @@ class Deadline {
 
   void arm(std::chrono::milliseconds d) {
     state_->what = nullptr;
+    state_->expired = false;
     state_->timer.expires_after(d);
   }
   // `what` names the wait for logs ("header timeout"); a static string.
@@ -55,9 +56,10 @@ class Deadline {
       co_await s->timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
       if (s->stopped) break;
       if (s->timer.expiry() <= std::chrono::steady_clock::now()) {
+        // Fired: run on_expire once, then keep watching so a later arm() still bounds its wait.
         s->expired = true;
+        s->timer.expires_at(std::chrono::steady_clock::time_point::max());
         s->on_expire();
-        break;
       }
     }
   }

@@ -355,3 +355,64 @@ def test_sigterm_lets_an_in_flight_request_finish(env):
     assert proc.wait(30) == 0
     assert rest.count(b"event") == 2
     assert p.proc.wait(30) == 0
+
+
+def with_limits(cfg, limits):
+    return cfg.replace("    policy: inbound\n", f"    policy: inbound\n    limits: {{ {limits} }}\n", 1)
+
+
+def test_oversized_request_head_gets_431(env):
+    d, pki, up = env
+    p = Proxy(with_limits(http_config(pki, up.address), "header_bytes: 2048"), d)
+    out = raw_exchange(p.port("inbound"), b"GET /x HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n", pki, "alice")
+    assert out.startswith(b"HTTP/1.1 431"), out[:100]
+    assert up.requests == []
+    p.stop()
+
+
+def test_body_over_max_body_bytes_gets_413(env):
+    d, pki, up = env
+    p = Proxy(with_limits(http_config(pki, up.address), "max_body_bytes: 1000"), d)
+    out = raw_exchange(p.port("inbound"), b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000,
+                       pki, "alice")
+    assert out.startswith(b"HTTP/1.1 413"), out[:100]
+    assert b"max_body_bytes" in out
+    p.stop()
+
+
+def test_hanging_upstream_gets_504_at_upstream_timeout(env):
+    d, pki, _ = env
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen()  # accepts (in the kernel) and never answers
+    p = Proxy(with_limits(http_config(pki, f"tcp://127.0.0.1:{hang.getsockname()[1]}"), "upstream_timeout_ms: 500"), d)
+    rc, out, err = curl(*curl_mtls(pki), "-w", "%{http_code}", f"https://localhost:{p.port('inbound')}/slow")
+    assert out.endswith(b"504") and b"upstream_timeout_ms" in out, out
+    # The proxy keeps serving.
+    rc, out, err = curl(*curl_mtls(pki), "-w", "%{http_code}", f"https://localhost:{p.port('inbound')}/again")
+    assert out.endswith(b"504")
+    p.stop()
+    hang.close()
+
+
+def test_connections_beyond_max_connections_are_closed_and_the_others_kept(env):
+    d, pki, up = env
+    p = Proxy(with_limits(http_config(pki, up.address), "max_connections: 2"), d)
+    ctx = ssl.create_default_context(cafile=pki.ca.ca_path)
+    ctx.load_cert_chain(*pki.client("alice"))
+    port = p.port("inbound")
+    held = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
+            for _ in range(2)]
+    refused = False
+    try:
+        extra = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
+        extra.sendall(b"GET /third HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        refused = extra.recv(100) == b""
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError, socket.timeout):
+        refused = True
+    assert refused, "a third connection must be refused"
+    for i, s in enumerate(held):
+        s.sendall(f"GET /held{i} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+    assert "/third" not in up.paths()
+    p.stop()
