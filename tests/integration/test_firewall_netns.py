@@ -372,6 +372,62 @@ def test_rules_outlive_a_killed_proxy(env, tmp_path):
     s.ex(binary, "firewall", "delete", "-c", cfg)
 
 
+def test_reload_reapplies_the_firewall(env, tmp_path):
+    """Changing `ingress` in the config reloads the proxy and its nftables table together; a config
+    the kernel would refuse leaves both as they were."""
+    binary = os.environ.get("PORTCULLIS_BIN")
+    _require(binary and os.access(binary, os.X_OK), "PORTCULLIS_BIN is not built")
+    s, c = env["server"], env["client"]
+    env["listen"](s, "0.0.0.0", 8082, "app2")
+
+    def config(source):
+        return proxy_part("inbound", "0.0.0.0:15107", 8082, True) + textwrap.dedent("""
+            firewall:
+              table: portcullis
+              intercept:
+                inbound: { ports: [8082], to: 15107 }
+              ingress:
+                default: drop
+                allow:
+                  - { cidrs: [%s], ports: [8082] }
+            """ % source)
+
+    def rewrite(text):
+        tmp = tmp_path / "reload.yaml.new"
+        tmp.write_text(text)
+        os.replace(tmp, tmp_path / "reload.yaml")  # atomic, as a config manager would
+
+    log_path = tmp_path / "proxy.stderr"
+    rewrite(config("10.77.0.2/32"))
+    proxy = start_proxy(s, binary, str(tmp_path / "reload.yaml"), str(log_path))
+    try:
+        assert connect(c, "10.77.0.1", 8082, src="10.77.0.2") == "OK:app2", log_path.read_text()
+        assert connect(c, "10.77.0.1", 8082, src="10.77.0.3") == "ERR:timeout"
+
+        def wait_for(text, count):
+            for _ in range(200):  # up to 20 s
+                if log_path.read_text().count(text) >= count:
+                    return
+                time.sleep(0.1)
+            raise AssertionError("no %r in the log:\n%s" % (text, log_path.read_text()))
+
+        rewrite(config("10.77.0.3/32"))
+        wait_for("reload complete", 1)
+        assert connect(c, "10.77.0.1", 8082, src="10.77.0.3") == "OK:app2", log_path.read_text()
+        assert connect(c, "10.77.0.1", 8082, src="10.77.0.2") == "ERR:timeout"
+
+        # An invalid config is refused whole: the table keeps the last good allowlist.
+        rewrite(config("10.77.0.999/32"))
+        wait_for("reload rejected", 1)
+        assert connect(c, "10.77.0.1", 8082, src="10.77.0.3") == "OK:app2"
+        assert connect(c, "10.77.0.1", 8082, src="10.77.0.2") == "ERR:timeout"
+    finally:
+        proxy.kill()
+        proxy.wait(timeout=10)
+    rewrite(config("10.77.0.3/32"))
+    s.ex(binary, "firewall", "delete", "-c", str(tmp_path / "reload.yaml"))
+
+
 ECHO_XFCC = textwrap.dedent("""
     import http.server, sys
     class H(http.server.BaseHTTPRequestHandler):
