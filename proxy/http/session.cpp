@@ -241,10 +241,8 @@ class HttpSession {
     if (head_len < 0) {
       int status = static_cast<int>(-head_len);
       if (status == 408) {
+        // The deadline has closed the socket: there is no one left to send a 408 to.
         log_connection_error("request head not complete within header_timeout_ms");
-        auto resp = http::json_response(408, http::error_body(lrt_->cfg.protocol, 408, "timeout", "request head not received in time"), true);
-        // The socket is closed already by the deadline; nothing more to send.
-        (void)resp;
         co_return false;
       }
       co_return co_await refuse(431, "header_too_large",
