@@ -276,6 +276,38 @@ class RecordingUpstream:
 
 
 # ---------------------------------------------------------------------------------------------
+# Configs
+
+
+def paths_rule(name, paths):
+    """One rule allowing every verified peer on `paths` (YAML flow list text)."""
+    return f"      - name: {name}\n        http: {{ paths: {paths} }}\n"
+
+
+def sidecar_config(upstream, cert, key, ca, rules, top="", extra_listener="", bundle_extra=""):
+    """The config most tests start from: one mTLS listener `inbound` on a kernel-chosen port in
+    front of `upstream`, with policy `inbound` made of `rules` (YAML list items)."""
+    return f"""{top}
+workers: 2
+tls:
+  workload: {{ cert: {cert}, key: {key}, ca: {ca}{bundle_extra} }}
+upstreams:
+  app: {{ address: {upstream} }}
+listeners:
+  - name: inbound
+    address: 127.0.0.1:0
+    tls: workload
+    upstream: app
+    policy: inbound
+{extra_listener}
+policies:
+  inbound:
+    rules:
+{rules}
+"""
+
+
+# ---------------------------------------------------------------------------------------------
 # The proxy
 
 

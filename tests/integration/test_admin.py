@@ -14,29 +14,12 @@ import urllib.request
 
 import pytest
 
-from harness import Pki, Proxy, RecordingUpstream, curl, tmpdir
+from harness import Pki, Proxy, RecordingUpstream, curl, paths_rule, sidecar_config, tmpdir
 
 
 def config(pki, upstream, paths='["/allowed/**"]'):
-    return f"""
-admin: {{ address: 127.0.0.1:0 }}
-workers: 2
-tls:
-  workload: {{ cert: {pki.server_cert}, key: {pki.server_key}, ca: {pki.ca.ca_path} }}
-upstreams:
-  app: {{ address: {upstream} }}
-listeners:
-  - name: inbound
-    address: 127.0.0.1:0
-    tls: workload
-    upstream: app
-    policy: inbound
-policies:
-  inbound:
-    rules:
-      - name: allowed-paths
-        http: {{ paths: {paths} }}
-"""
+    return sidecar_config(upstream, pki.server_cert, pki.server_key, pki.ca.ca_path,
+                          paths_rule("allowed-paths", paths), top="admin: { address: 127.0.0.1:0 }")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness import BIN, CA, Proxy, RecordingUpstream, curl, raw_exchange, tmpdir
+from harness import BIN, CA, Proxy, RecordingUpstream, curl, paths_rule, raw_exchange, sidecar_config, tmpdir
 
 
 def portcullis(*args):
@@ -75,24 +75,8 @@ class DevPki:
 
 
 def config(pki, upstream, cert, key, min_version="1.2"):
-    return f"""
-workers: 2
-tls:
-  workload: {{ cert: {cert}, key: {key}, ca: {pki.ca_path}, min_version: "{min_version}" }}
-upstreams:
-  app: {{ address: {upstream} }}
-listeners:
-  - name: inbound
-    address: 127.0.0.1:0
-    tls: workload
-    upstream: app
-    policy: inbound
-policies:
-  inbound:
-    rules:
-      - name: everything
-        http: {{ paths: ["/**"] }}
-"""
+    return sidecar_config(upstream, cert, key, pki.ca_path, paths_rule("everything", '["/**"]'),
+                          bundle_extra=f', min_version: "{min_version}"')
 
 
 @pytest.fixture

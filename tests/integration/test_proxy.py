@@ -10,29 +10,12 @@ import time
 
 import pytest
 
-from harness import CA, Pki, Proxy, RecordingUpstream, curl, raw_exchange, tmpdir
+from harness import CA, Pki, Proxy, RecordingUpstream, curl, paths_rule, raw_exchange, sidecar_config, tmpdir
 
 
 def http_config(pki, upstream, extra_listener="", rules=None, top=""):
-    rules = rules or '      - name: everything\n        http: { paths: ["/**"] }\n'
-    return f"""{top}
-workers: 2
-tls:
-  workload: {{ cert: {pki.server_cert}, key: {pki.server_key}, ca: {pki.ca.ca_path} }}
-upstreams:
-  app: {{ address: {upstream} }}
-listeners:
-  - name: inbound
-    address: 127.0.0.1:0
-    tls: workload
-    upstream: app
-    policy: inbound
-{extra_listener}
-policies:
-  inbound:
-    rules:
-{rules}
-"""
+    return sidecar_config(upstream, pki.server_cert, pki.server_key, pki.ca.ca_path,
+                          rules or paths_rule("everything", '["/**"]'), top, extra_listener)
 
 
 @pytest.fixture

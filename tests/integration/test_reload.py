@@ -7,32 +7,15 @@ import ssl
 import threading
 import time
 
-from harness import Pki, Proxy, RecordingUpstream, curl, tmpdir
+from harness import Pki, Proxy, RecordingUpstream, curl, paths_rule, sidecar_config, tmpdir
 
 ECS_FIELDS = {"@timestamp", "event.outcome", "listener.name", "source.ip", "source.port",
               "bytes.in", "bytes.out", "duration_us"}
 
 
 def config(pki, upstream, paths, extra_listener=""):
-    return f"""
-workers: 2
-tls:
-  workload: {{ cert: {pki.server_cert}, key: {pki.server_key}, ca: {pki.ca.ca_path} }}
-upstreams:
-  app: {{ address: {upstream} }}
-listeners:
-  - name: inbound
-    address: 127.0.0.1:0
-    tls: workload
-    upstream: app
-    policy: inbound
-{extra_listener}
-policies:
-  inbound:
-    rules:
-      - name: allowed-paths
-        http: {{ paths: {paths} }}
-"""
+    return sidecar_config(upstream, pki.server_cert, pki.server_key, pki.ca.ca_path,
+                          paths_rule("allowed-paths", paths), extra_listener=extra_listener)
 
 
 def wait_for_log(p, text, count=1, timeout=20):
