@@ -23,6 +23,7 @@ std::string_view reason_phrase(int status) {
     case 101: return "Switching Protocols";
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 408: return "Request Timeout";
@@ -63,7 +64,7 @@ std::string denial_body(config::Protocol protocol, std::string_view rule, std::s
 std::string error_body(config::Protocol protocol, int status, std::string_view kind, std::string_view reason) {
   switch (protocol) {
     case config::Protocol::kubernetes: {
-      std::string_view word = status == 400 ? "BadRequest" : status == 504 ? "Timeout" : status == 413 ? "RequestEntityTooLarge" : "ServiceUnavailable";
+      std::string_view word = status == 400 ? "BadRequest" : status == 401 ? "Unauthorized" : status == 504 ? "Timeout" : status == 413 ? "RequestEntityTooLarge" : "ServiceUnavailable";
       return kube_status(status, word, std::string("portcullis: ") + std::string(reason));
     }
     case config::Protocol::docker:

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "proxy/http/head_check.hpp"
+#include "proxy/http/kube_gateway.hpp"
 #include "proxy/http/parser.hpp"
 #include "proxy/http/responses.hpp"
 #include "proxy/net/buffer.hpp"
@@ -308,14 +309,28 @@ class HttpSession {
       if (f.name.starts_with("impersonate-"))
         co_return co_await deny("client-sent " + f.name + " header refused: only Portcullis sets impersonation", "", has_body);
 
+    // Kubernetes listeners: who asks (client certificate or TokenReview) and what, in RBAC terms.
+    std::optional<http::KubeGateway> kube;
+    if (lrt_->cfg.protocol == config::Protocol::kubernetes) {
+      const certs::Identity* cert_identity = peer_ ? &*peer_ : nullptr;
+      kube.emplace();
+      auto refusal = co_await kube->prepare(*lrt_, cert_identity, req.method, path_, query_, req.fields);
+      kube->fill_record(record_);
+      if (refusal && refusal->status == 403) co_return co_await deny(std::move(refusal->reason), "", has_body);
+      if (refusal) co_return co_await refuse(refusal->status, refusal->kind, std::move(refusal->reason));
+    }
+
     policy::Request pr;
     pr.peer = peer_ ? &*peer_ : nullptr;
+    if (kube) pr.peer = kube->identity();
+    if (kube) pr.kube = &kube->attributes();
     pr.method = req.method;
     pr.host = host;
     pr.path = path_;
     pr.query = query_;
     pr.headers = req.fields;
     auto decision = lrt_->policy->decide(pr);
+    if (kube && !decision.allowed()) decision.reason = kube->denial_reason(*lrt_->policy, pr, decision);
     record_.rule = decision.rule;
     record_.reason = decision.reason;
     if (!decision.allowed()) co_return co_await deny(decision.reason, decision.rule, has_body);
@@ -336,6 +351,7 @@ class HttpSession {
     bool saw_host = false;
     for (const auto& f : req.fields) {
       if (is_hop_by_hop(f.name) || is_identity_header(f.name)) continue;
+      if (kube && kube->drops_header(f.name)) continue;
       if (f.name == "expect") {
         expect_continue = lower(f.value) == "100-continue";
         continue;
@@ -349,7 +365,8 @@ class HttpSession {
     if (!saw_host) out += "host: " + host + "\r\n";  // HTTP/1.0 without Host
     if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::xfcc)
       out += "x-forwarded-client-cert: " + xfcc_value(*peer_) + "\r\n";
-    if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::remote_user) {
+    if (kube) kube->append_identity_headers(out);  // Impersonate-* or X-Remote-*
+    else if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::remote_user) {
       out += "x-remote-user: " + peer_->user + "\r\n";
       for (const auto& g : peer_->groups) out += "x-remote-group: " + g + "\r\n";
     }
@@ -681,7 +698,7 @@ class HttpSession {
     record_.listener = listener_;
     record_.source_ip = source_ip_;
     record_.source_port = source_port_;
-    record_.peer = peer_ ? &*peer_ : nullptr;
+    if (!record_.peer) record_.peer = peer_ ? &*peer_ : nullptr;  // kubernetes: a TokenReview identity
     record_.upstream = upstream_address_.empty() ? std::string_view(lrt_->upstream->cfg.address_text) : upstream_address_;
     record_.bytes_in = bytes_in_;
     record_.bytes_out = bytes_out_;
