@@ -27,6 +27,7 @@
 #include <ctime>
 #include <memory>
 #include <stdexcept>
+#include <string_view>
 
 namespace portcullis::firewall {
 namespace {
@@ -609,6 +610,108 @@ ApplyResult show_table(const std::string& table, std::string& out) {
     if (msg.find("Operation not permitted") != std::string::npos)
       return fail(EPERM, "firewall show needs CAP_NET_ADMIN (" + msg + ")");
     return fail(ENOENT, "table inet " + table + " is not installed (" + msg + ")");
+  }
+  return {};
+}
+
+namespace {
+
+struct CounterDump {
+  std::vector<RuleCounter>* out;
+};
+
+struct RuleScan {
+  RuleCounter rc;
+  bool has_counter = false;
+};
+
+int on_rule_expr(nftnl_expr* e, void* data) {
+  auto* scan = static_cast<RuleScan*>(data);
+  const char* name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+  if (!name) return MNL_CB_OK;
+  const std::string_view n(name);
+  if (n == "counter") {
+    scan->has_counter = true;
+    scan->rc.packets += nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+    scan->rc.bytes += nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+  } else if (n == "immediate" && nftnl_expr_is_set(e, NFTNL_EXPR_IMM_VERDICT)) {
+    const auto v = static_cast<std::int32_t>(nftnl_expr_get_u32(e, NFTNL_EXPR_IMM_VERDICT));
+    scan->rc.verdict = v == NF_DROP ? "drop" : v == NF_ACCEPT ? "accept" : v == NFT_JUMP ? "jump"
+                       : v == NFT_RETURN ? "return" : "other";
+  } else if (n == "redir") {
+    scan->rc.verdict = "redirect";
+  }
+  return MNL_CB_OK;
+}
+
+int on_rule(const nlmsghdr* nlh, void* data) {
+  auto* dump = static_cast<CounterDump*>(data);
+  RulePtr r(check_alloc(nftnl_rule_alloc()));
+  if (nftnl_rule_nlmsg_parse(nlh, r.get()) < 0) return MNL_CB_OK;
+  RuleScan scan;
+  if (const char* chain = nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN)) scan.rc.chain = chain;
+  nftnl_expr_foreach(r.get(), on_rule_expr, &scan);
+  if (scan.has_counter) dump->out->push_back(std::move(scan.rc));
+  return MNL_CB_OK;
+}
+
+}  // namespace
+
+ApplyResult read_counters(const std::string& table, std::vector<RuleCounter>& out) {
+  check_table_name(table);
+  out.clear();
+  SocketPtr nl(mnl_socket_open(NETLINK_NETFILTER));
+  if (!nl) return fail(errno, std::string("cannot open a netfilter netlink socket: ") + std::strerror(errno));
+  if (mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0)
+    return fail(errno, std::string("cannot bind the netlink socket: ") + std::strerror(errno));
+  std::vector<char> buf(1 << 16);
+  const unsigned portid = mnl_socket_get_portid(nl.get());
+  auto seq = static_cast<std::uint32_t>(std::time(nullptr));
+  {
+    // A rule dump filtered by a table that is not there is just empty: ask for the table first.
+    auto* get = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, seq);
+    TablePtr t(check_alloc(nftnl_table_alloc()));
+    nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table.c_str());
+    nftnl_table_nlmsg_build_payload(get, t.get());
+    if (mnl_socket_sendto(nl.get(), get, get->nlmsg_len) < 0)
+      return fail(errno, std::string("asking the kernel for the table failed: ") + std::strerror(errno));
+    for (;;) {
+      const ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
+      if (n < 0) return fail(errno, std::string("reading the table failed: ") + std::strerror(errno));
+      const int rc = mnl_cb_run(buf.data(), static_cast<std::size_t>(n), seq, portid, nullptr, nullptr);
+      if (rc == MNL_CB_STOP) break;
+      if (rc < 0) {
+        const int code = errno;
+        if (code == EPERM) return fail(code, "reading firewall counters needs CAP_NET_ADMIN");
+        if (code == ENOENT) return fail(code, "table inet " + table + " is not installed");
+        return fail(code, std::string("reading the table failed: ") + std::strerror(code));
+      }
+    }
+  }
+  ++seq;
+  auto* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP | NLM_F_ACK, seq);
+  RulePtr filter(check_alloc(nftnl_rule_alloc()));
+  nftnl_rule_set_str(filter.get(), NFTNL_RULE_TABLE, table.c_str());
+  nftnl_rule_nlmsg_build_payload(nlh, filter.get());
+  if (mnl_socket_sendto(nl.get(), nlh, nlh->nlmsg_len) < 0)
+    return fail(errno, std::string("asking the kernel for the rules failed: ") + std::strerror(errno));
+  CounterDump dump{&out};
+  for (;;) {
+    const ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
+    if (n < 0) {
+      const int code = errno;
+      out.clear();
+      return fail(code, std::string("reading the rules failed: ") + std::strerror(code));
+    }
+    const int rc = mnl_cb_run(buf.data(), static_cast<std::size_t>(n), seq, portid, on_rule, &dump);
+    if (rc == MNL_CB_STOP) break;
+    if (rc < 0) {
+      const int code = errno;
+      out.clear();
+      if (code == EPERM) return fail(code, "reading firewall counters needs CAP_NET_ADMIN");
+      if (code == ENOENT) return fail(code, "table inet " + table + " is not installed");
+      return fail(code, std::string("reading the rules failed: ") + std::strerror(code));
+    }
   }
   return {};
 }

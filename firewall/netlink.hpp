@@ -2,7 +2,9 @@
 // The kernel side: a Ruleset sent as ONE nftables transaction (libnftnl messages over a libmnl
 // socket). All of it takes effect or none of it does; only our own table is ever touched.
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "firewall/ruleset.hpp"
 
@@ -41,5 +43,17 @@ ApplyResult delete_table(const std::string& table);
 // What is installed, as `nft list table inet <table>` prints it; empty with `error` set when the
 // table is missing or nft cannot run.
 ApplyResult show_table(const std::string& table, std::string& out);
+
+// The counter of one rule that has one (`counter` in its text), read back from the kernel.
+struct RuleCounter {
+  std::string chain;
+  std::string verdict;  // "drop", "accept", "redirect", "jump", "return", or "" when none
+  std::uint64_t packets = 0;
+  std::uint64_t bytes = 0;
+};
+
+// Reads the counters of every rule of `table inet <table>` with one netlink dump (no nft
+// process). Fails with ENOENT when the table is not installed, EPERM without CAP_NET_ADMIN.
+ApplyResult read_counters(const std::string& table, std::vector<RuleCounter>& out);
 
 }  // namespace portcullis::firewall

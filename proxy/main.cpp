@@ -68,14 +68,17 @@ int cmd_run(const std::string& path, bool no_firewall) {
     print_diagnostics(e.diagnostics);
     return 1;
   }
-  observe::configure_access_log(snap->config.log.access_log);
+  if (!observe::configure_access_log(snap->config.log.access_log)) return 1;
   warn_expiring_certificates(*snap);
   if (snap->config.firewall && !no_firewall) {
     if (int rc = apply_firewall_at_startup(*snap); rc != 0) return rc;
   }
   try {
-    Server server(snap, RunOptions{no_firewall});
+  RunOptions options;
+  options.no_firewall = no_firewall;
+    Server server(snap, options);
     server.bind();
+    options.firewall_applied = true;
     return server.run();
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

@@ -48,6 +48,8 @@ Server::Server(std::shared_ptr<const Snapshot> snapshot, RunOptions options)
   }
 }
 
+  if (options_.firewall_applied)
+    main_metrics_.add(observe::Metric::firewall_applies_total, observe::labels({{"result", "success"}}));
 Server::~Server() {
   for (auto& w : workers_) w->ioc.stop();
   for (auto& t : threads_)
@@ -98,13 +100,16 @@ std::uint16_t Server::bound_port(const std::string& listener) const {
 
 void Server::bind() {
   for (const auto& [name, l] : snapshot_->listeners) groups_[name] = bind_listener(l);
-  bind_admin();
+  // The admin listener is for operators and scrapers; if its address is taken the proxy still
+  // serves traffic and says so loudly (a reload to a free address brings it back).
+  try {
+    admin_ = bind_admin(snapshot_->config.admin, admin_address_);
+  } catch (const std::exception& e) {
+    spdlog::error("{}; /metrics, /healthz and /readyz are not served", e.what());
+  }
 }
 
-// The admin listener is for operators and probes; if its address is taken the proxy still
-// serves traffic (a warning says so). A reload does not move it.
-void Server::bind_admin() {
-  const auto& a = snapshot_->config.admin;
+std::unique_ptr<net::tcp::acceptor> Server::bind_admin(const config::Address& a, std::string& bound_address) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(a.host, ec);
   auto acc = std::make_unique<net::tcp::acceptor>(main_ioc_);
@@ -113,14 +118,30 @@ void Server::bind_admin() {
   if (!ec) acc->set_option(net::tcp::acceptor::reuse_address(true), ec);
   if (!ec) acc->bind(ep, ec);
   if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    spdlog::warn("admin listener disabled: cannot listen on {}: {}", a.str(), ec.message());
-    return;
-  }
+  if (ec) throw std::runtime_error("admin listener: cannot listen on " + a.str() + ": " + ec.message());
   config::Address bound = a;
   bound.port = acc->local_endpoint().port();
-  admin_address_ = bound.str();
-  admin_ = std::move(acc);
+  bound_address = bound.str();
+  return acc;
+}
+
+void Server::start_admin() {
+  asio::co_spawn(main_ioc_, observe::admin_accept_loop(*admin_, admin_handlers_), asio::detached);
+  spdlog::info("listener 'admin' ready on {}", admin_address_);
+}
+
+std::string Server::not_ready() {
+  if (stopping_) return "draining (SIGTERM received)";
+  if (!ready_) return "starting";
+  const auto& fw = snapshot_->config.firewall;
+  if (fw && !options_.no_firewall) {
+    // The table we applied must still be there (someone may have flushed the ruleset). Without
+    // CAP_NET_ADMIN (after run_as) the kernel will not tell us: that is not a failure.
+    std::vector<firewall::RuleCounter> counters;
+    auto r = firewall::read_counters(fw->table, counters);
+    if (r.error == ENOENT) return "firewall table inet " + fw->table + " is not installed (removed after it was applied?)";
+  }
+  return {};
 }
 
 std::string Server::scrape() {
@@ -172,6 +193,24 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
             if (g->active->load(std::memory_order_relaxed) >= g->max_connections) {
               spdlog::warn("listener '{}': max_connections ({}) reached; refusing a connection", g->name,
                            g->max_connections);
+  // Drops counted by our nftables rules, read back from the kernel (one netlink dump).
+  if (const auto& fw = snapshot_->config.firewall) {
+    std::vector<firewall::RuleCounter> counters;
+    if (firewall::read_counters(fw->table, counters).ok()) {
+      std::map<std::string, std::pair<std::int64_t, std::int64_t>> drops;  // chain -> packets, bytes
+      for (const auto& c : counters)
+        if (c.verdict == "drop") {
+          auto& d = drops[c.chain];
+          d.first += static_cast<std::int64_t>(c.packets);
+          d.second += static_cast<std::int64_t>(c.bytes);
+        }
+      for (const auto& [chain, d] : drops) {
+        auto l = observe::labels({{"table", fw->table}, {"chain", chain}});
+        total.set(observe::Metric::firewall_dropped_packets_total, l, d.first);
+        total.set(observe::Metric::firewall_dropped_bytes_total, l, d.second);
+      }
+    }
+  }
               continue;
             }
             g->active->fetch_add(1, std::memory_order_relaxed);
@@ -271,11 +310,14 @@ bool Server::try_reload(const std::string& why) {
   for (auto& [name, g] : added) {
     start_accepting(g);
     spdlog::info("listener '{}' ready on {}", name, g->address);
+      main_metrics_.add(observe::Metric::firewall_applies_total,
+                        observe::labels({{"result", result.ok() ? "success" : "failure"}}));
   }
   spdlog::info("reload complete: config generation {}", next->generation);
   watch_files();
   return true;
 }
+      main_metrics_.add(observe::Metric::firewall_applies_total, observe::labels({{"result", "failure"}}));
 
 // Reload when the config file or a file a TLS bundle names changes (in place, renamed over, or
 // by a Kubernetes ..data symlink swap). The watcher thread only posts to the main io_context.
@@ -298,6 +340,21 @@ void Server::watch_files() {
 
 void Server::wait_signal() {
   signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
+  // A new admin address is bound before anything changes, like a new listener.
+  std::unique_ptr<net::tcp::acceptor> next_admin;
+  std::string next_admin_address;
+  const bool admin_moved = next->config.admin.str() != snapshot_->config.admin.str();
+  if (admin_moved || !admin_) {
+    try {
+      next_admin = bind_admin(next->config.admin, next_admin_address);
+    } catch (const std::exception& e) {
+      if (admin_moved) {
+        spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
+        return false;
+      }
+      spdlog::error("{}; /metrics, /healthz and /readyz are still not served", e.what());
+    }
+  }
     if (ec) return;
     handle_signal(sig);
     if (!stopping_) wait_signal();
@@ -312,8 +369,14 @@ void Server::handle_signal(int sig) {
   if (sig == SIGHUP) {
     reload("SIGHUP");
   } else if (sig == SIGUSR1) {
-    observe::reopen_access_log();
-    spdlog::info("access log reopened");
+  if (next_admin) {
+    boost::system::error_code ignored;
+    if (admin_) admin_->close(ignored);  // its accept loop ends; open admin connections finish
+    admin_ = std::move(next_admin);
+    admin_address_ = next_admin_address;
+    start_admin();
+  }
+    if (observe::reopen_access_log()) spdlog::info("access log reopened");
   } else if (!stopping_) {
     stopping_ = true;
     spdlog::info("{}: stop accepting, draining for up to {} ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -345,14 +408,12 @@ int Server::run() {
   // Announced only once signals are handled: a test may send SIGHUP as soon as it reads this.
   for (auto& [name, g] : groups_) spdlog::info("listener '{}' ready on {}", name, g->address);
   ready_ = true;
-  if (admin_) {
-    auto handlers = std::make_shared<observe::AdminHandlers>();
-    handlers->ready = [this] { return ready_ && !stopping_; };
-    handlers->metrics = [this] { return scrape(); };
-    handlers->config_json = [this] { return observe::config_to_json(snapshot_->config); };
-    asio::co_spawn(main_ioc_, observe::admin_accept_loop(*admin_, handlers), asio::detached);
-    spdlog::info("listener 'admin' ready on {}", admin_address_);
-  }
+  auto handlers = std::make_shared<observe::AdminHandlers>();
+  handlers->not_ready = [this] { return not_ready(); };
+  handlers->metrics = [this] { return scrape(); };
+  handlers->config_json = [this] { return observe::config_to_json(snapshot_->config); };
+  admin_handlers_ = handlers;
+  if (admin_) start_admin();
   // Poll for the end of the drain (all connections closed, or the drain deadline).
   asio::steady_timer tick(main_ioc_);
   std::chrono::steady_clock::time_point drain_deadline{};

@@ -9,6 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "certs/file_watcher.hpp"
+#include "proxy/observe/admin.hpp"
 #include "proxy/observe/metrics.hpp"
 #include "proxy/worker.hpp"
 
@@ -16,6 +17,7 @@ namespace portcullis {
 
 struct RunOptions {
   bool no_firewall = false;
+  bool firewall_applied = false;  // main applied the firewall section before the Server started
   std::chrono::milliseconds drain_timeout{10000};
 };
 
@@ -40,7 +42,10 @@ class Server {
   void start_accepting(const std::shared_ptr<ListenerGroup>& g);
   void reload(const std::string& why);
   bool try_reload(const std::string& why);  // false: rejected, the old config stays
-  void bind_admin();
+  // Binds admin.address; throws with a clear message when it cannot.
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> bind_admin(const config::Address& a, std::string& bound);
+  void start_admin();
+  std::string not_ready();  // /readyz: empty when ready
   std::string scrape();  // main thread: sums every worker's metrics
   void install_snapshot(std::shared_ptr<const Snapshot> s);
   void watch_files();
@@ -56,6 +61,7 @@ class Server {
   std::unique_ptr<certs::WatchThread> file_watch_;  // config + certificate files -> reload()
   std::unique_ptr<boost::asio::ip::tcp::acceptor> admin_;  // on main_ioc_; null if it could not bind
   std::string admin_address_;
+  std::shared_ptr<const observe::AdminHandlers> admin_handlers_;
   bool ready_ = false;
   observe::MetricSet main_metrics_;  // counted on the main thread (reloads)
 };

@@ -7,7 +7,7 @@ packages=(
   libssl-dev openssl libspdlog-dev libyaml-cpp-dev libcli11-dev catch2
   libnftnl-dev libmnl-dev nftables iproute2 tcpdump
   python3 python3-pytest python3-cryptography curl
-  haproxy nginx-light prometheus docker.io apache2-utils busybox-static
+  haproxy nginx-light prometheus docker.io apache2-utils busybox-static logrotate
   clang libclang-rt-14-dev
 )
 missing=()

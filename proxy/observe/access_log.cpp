@@ -3,7 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <mutex>
 
@@ -21,15 +25,18 @@ Sink& sink() {
   return s;
 }
 
-void open_locked(Sink& s) {
-  if (s.fd > STDERR_FILENO) ::close(s.fd);
-  s.off = s.target == "off";
-  if (s.target == "stdout") s.fd = STDOUT_FILENO;
-  else if (s.target == "stderr" || s.off) s.fd = STDERR_FILENO;  // denials still go somewhere
-  else {
-    s.fd = ::open(s.target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (s.fd < 0) s.fd = STDERR_FILENO;
+// Opens s.target; on failure keeps whatever s.fd was and returns the error.
+std::string open_locked(Sink& s) {
+  int fd = STDERR_FILENO;
+  if (s.target == "stdout") fd = STDOUT_FILENO;
+  else if (s.target != "stderr" && s.target != "off") {  // "off": denials still go to stderr
+    fd = ::open(s.target.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) return std::strerror(errno);
   }
+  if (s.fd > STDERR_FILENO && s.fd != fd) ::close(s.fd);
+  s.fd = fd;
+  s.off = s.target == "off";
+  return {};
 }
 
 void field(std::string& out, std::string_view key, std::string_view value) {
@@ -71,17 +78,25 @@ void json_escape(std::string& out, std::string_view s) {
   }
 }
 
-void configure_access_log(const std::string& target) {
+bool configure_access_log(const std::string& target) {
   auto& s = sink();
   std::lock_guard lock(s.mu);
   s.target = target;
-  open_locked(s);
+  if (auto err = open_locked(s); !err.empty()) {
+    spdlog::error("access log: cannot open {}: {}", target, err);
+    return false;
+  }
+  return true;
 }
 
-void reopen_access_log() {
+bool reopen_access_log() {
   auto& s = sink();
   std::lock_guard lock(s.mu);
-  open_locked(s);
+  if (auto err = open_locked(s); !err.empty()) {
+    spdlog::error("access log: cannot reopen {}: {}; still writing to the file opened before", s.target, err);
+    return false;
+  }
+  return true;
 }
 
 void write_access_log(const AccessRecord& r) {

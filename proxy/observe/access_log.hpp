@@ -28,10 +28,13 @@ struct AccessRecord {
   std::chrono::microseconds duration{0};
 };
 
-// Where lines go: "stdout", "stderr", a file path, or "off". Thread-safe; call once at startup
-// (and again on reopen for logrotate).
-void configure_access_log(const std::string& target);
-void reopen_access_log();
+// Where lines go: "stdout", "stderr", a file path, or "off". Thread-safe; call once at startup.
+// False (with an error logged) when the file cannot be opened: the proxy must not start and
+// lose its audit trail.
+bool configure_access_log(const std::string& target);
+// SIGUSR1 (logrotate): opens the file again under its configured name. When that fails the old
+// file stays in use and the error is logged; returns false then.
+bool reopen_access_log();
 void write_access_log(const AccessRecord& r);
 
 // Appends s to out as a JSON string body (without the quotes).

@@ -42,8 +42,9 @@ bhttp::response<bhttp::string_body> respond(const bhttp::request<bhttp::string_b
   } else if (target == "/healthz") {
     text(bhttp::status::ok, "ok\n");
   } else if (target == "/readyz") {
-    if (h.ready()) text(bhttp::status::ok, "ready\n");
-    else text(bhttp::status::service_unavailable, "not ready\n");
+    auto why = h.not_ready();
+    if (why.empty()) text(bhttp::status::ok, "ready\n");
+    else text(bhttp::status::service_unavailable, "not ready: " + why + "\n");
   } else if (target == "/metrics") {
     text(bhttp::status::ok, h.metrics(), exposition_content_type);
   } else if (target == "/config") {

@@ -13,7 +13,9 @@
 namespace portcullis::observe {
 
 struct AdminHandlers {
-  std::function<bool()> ready;               // config loaded and listeners bound, not stopping
+  // Empty when ready (config loaded, listeners bound, firewall in place if configured, not
+  // stopping); otherwise why not, one line per failed check.
+  std::function<std::string()> not_ready;
   std::function<std::string()> metrics;      // Prometheus text exposition
   std::function<std::string()> config_json;  // the effective config, redacted
 };

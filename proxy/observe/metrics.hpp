@@ -29,7 +29,10 @@ namespace portcullis::observe {
   X(connections_total, counter, "Client connections accepted.")                                               \
   X(upstream_connect_failures_total, counter, "Failed connection attempts to an upstream.")                    \
   X(config_reloads_total, counter, "Config reloads by result (success, failure).")                             \
-  X(certificate_expiry_seconds, gauge, "Seconds until a certificate the proxy presents expires (negative once expired).")
+  X(certificate_expiry_seconds, gauge, "Seconds until a certificate the proxy presents expires (negative once expired).") \
+  X(firewall_applies_total, counter, "nftables transactions sent by the proxy (startup and reloads) by result (success, failure).") \
+  X(firewall_dropped_packets_total, counter, "Packets dropped by the proxy's nftables rules, read back from their counters, by chain.") \
+  X(firewall_dropped_bytes_total, counter, "Bytes dropped by the proxy's nftables rules, read back from their counters, by chain.")
 
 enum class Metric : std::size_t {
 #define PORTCULLIS_METRIC_ID(id, type, help) id,

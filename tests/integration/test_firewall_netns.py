@@ -428,6 +428,65 @@ def test_reload_reapplies_the_firewall(env, tmp_path):
     s.ex(binary, "firewall", "delete", "-c", str(tmp_path / "reload.yaml"))
 
 
+def test_metrics_report_applies_and_drops_and_readyz_checks_the_table(env, tmp_path):
+    """/metrics counts the firewall apply and reads the drop counters back from the kernel;
+    /readyz fails, naming the table, once someone deletes it behind the proxy's back."""
+    binary = os.environ.get("PORTCULLIS_BIN")
+    _require(binary and os.access(binary, os.X_OK), "PORTCULLIS_BIN is not built")
+    _require(shutil.which("promtool") is not None, "needs promtool (package prometheus)")
+    s, c = env["server"], env["client"]
+    env["listen"](s, "0.0.0.0", 8083, "app3")
+    cfg = write_config(tmp_path, "metrics.yaml", "admin: { address: 127.0.0.1:15990 }\n" +
+                       proxy_part("inbound", "0.0.0.0:15108", 8083, True) + textwrap.dedent("""
+        firewall:
+          table: portcullis
+          intercept:
+            inbound: { ports: [8083], to: 15108 }
+          ingress:
+            default: drop
+            allow:
+              - { cidrs: [10.77.0.2/32], ports: [8083] }
+        """))
+    proxy = start_proxy(s, binary, cfg, str(tmp_path / "proxy.stderr"))
+
+    def admin(path):
+        out = s.ex("curl", "-sS", "-w", "\n%{http_code}", "http://127.0.0.1:15990" + path).stdout
+        body, _, code = out.rpartition("\n")
+        return int(code), body
+
+    def sample(text, name, **labels):
+        total = None
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all('%s="%s"' % kv in line for kv in labels.items()):
+                total = (total or 0) + float(line.rsplit(" ", 1)[1])
+        return total
+
+    try:
+        log = (tmp_path / "proxy.stderr").read_text()
+        assert admin("/readyz") == (200, "ready\n"), log
+        code, text = admin("/metrics")
+        assert code == 200
+        assert sample(text, "portcullis_firewall_applies_total", result="success") == 1
+        before = sample(text, "portcullis_firewall_dropped_packets_total", chain="ingress_allow") or 0
+        assert connect(c, "10.77.0.1", 8083, src="10.77.0.3") == "ERR:timeout"
+        assert connect(c, "10.77.0.1", 8083, src="10.77.0.2") == "OK:app3"
+        code, text = admin("/metrics")
+        p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stdout + p.stderr
+        after = sample(text, "portcullis_firewall_dropped_packets_total", chain="ingress_allow")
+        assert after is not None and after > before, text
+        assert sample(text, "portcullis_firewall_dropped_bytes_total", chain="ingress_allow") > 0
+
+        s.ex("nft", "delete", "table", "inet", "portcullis")
+        code, body = admin("/readyz")
+        assert code == 503
+        assert "firewall table inet portcullis is not installed" in body
+    finally:
+        proxy.kill()
+        proxy.wait(timeout=10)
+    s.ex(binary, "firewall", "delete", "-c", cfg)
+
+
 ECHO_XFCC = textwrap.dedent("""
     import http.server, sys
     class H(http.server.BaseHTTPRequestHandler):
