@@ -102,6 +102,8 @@ class StandInApiserver:
         self.watch_delay = watch_delay
         self.watch_release = threading.Event()  # the watch stream's last event waits for this
         self.watch_finished = threading.Event()
+        self.logs_release = threading.Event()  # the same for `logs -f`
+        self.logs_finished = threading.Event()
         self.exec_protocols = []  # "websocket" / "spdy" for each exec that upgraded
         api = self
 
@@ -161,6 +163,8 @@ class StandInApiserver:
                     ns = parts[3]
                     if len(parts) == 6:
                         return self.send_json(pod(parts[5], ns))
+                    if len(parts) == 7 and parts[6] == "log":
+                        return self.logs(q)
                     if len(parts) == 5:
                         if q.get("watch", ["false"])[0] not in ("false", "0"):
                             return self.watch(ns)
@@ -197,6 +201,31 @@ class StandInApiserver:
                 except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                     pass
                 api.watch_finished.set()
+                self.close_connection = True
+
+            def logs(self, q):
+                """A container log; with follow=true one line at once and the last only when the
+                test sets logs_release (or 20 s pass)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+
+                def line(text):
+                    data = text.encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+
+                try:
+                    line("log line one")
+                    if q.get("follow", ["false"])[0] == "true":
+                        api.logs_release.wait(20)
+                    line("log line last")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                    pass
+                api.logs_finished.set()
                 self.close_connection = True
 
             def do_POST(self):
@@ -355,5 +384,6 @@ class StandInApiserver:
 
     def close(self):
         self.watch_release.set()
+        self.logs_release.set()
         self.server.shutdown()
         self.server.server_close()
