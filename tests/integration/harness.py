@@ -332,6 +332,8 @@ class Proxy:
         text = open(self.config_path).read()
         block = re.search(r"^listeners:\n(.*?)(?=^\S|\Z)", text, re.M | re.S)
         names = set(re.findall(r"^\s*- name: (\S+)", block.group(1), re.M)) if block else set()
+        if re.search(r"^admin:", text, re.M):
+            names.add("admin")  # announced after the listeners: wait for it too
         while time.time() < deadline:
             text = self.stderr()
             for name, addr in re.findall(r"listener '([^']+)' ready on (\S+)", text):
