@@ -117,6 +117,8 @@ int main(int argc, char** argv) {
   cli::register_certs_commands(app);
   cli::register_firewall_commands(app);
   cli::register_explain_command(app);
+  cli::register_inject_command(app);
+  cli::register_webhook_command(app);
 
   try {
     app.parse(argc, argv);

@@ -2,8 +2,11 @@
 // Exit codes: 0 success, 1 invalid config, 2 the kernel refused (or CAP_NET_ADMIN is missing).
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <sstream>
 
 #include "firewall/netlink.hpp"
 #include "firewall/ruleset.hpp"
@@ -28,9 +31,49 @@ firewall::Spec load_spec(const std::string& path) {
   }
 }
 
-firewall::Ruleset load_ruleset(const std::string& path) {
+// Per-pod settings that `portcullis inject` passes to the firewall init container (from the
+// annotations portcullis.io/inbound-ports and portcullis.io/exclude-outbound-ports).
+struct InterceptOverrides {
+  std::optional<std::string> inbound_ports;           // replaces intercept.inbound.ports ("" = none)
+  std::optional<std::string> exclude_outbound_ports;  // added to intercept.outbound.exclude_ports
+};
+
+std::vector<std::uint16_t> port_list(const std::string& text, const char* flag) {
+  std::vector<std::uint16_t> ports;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty()) continue;
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (ec != std::errc() || p != item.data() + item.size() || v == 0 || v > 65535) {
+      std::cerr << "portcullis firewall: " << flag << ": '" << item << "' is not a port number (1-65535)\n";
+      throw CLI::RuntimeError(1);
+    }
+    ports.push_back(static_cast<std::uint16_t>(v));
+  }
+  return ports;
+}
+
+void apply_overrides(firewall::Spec& spec, const InterceptOverrides& o, const std::string& path) {
+  if (o.inbound_ports) {
+    if (!spec.intercept_inbound) {
+      std::cerr << path << ": --inbound-ports needs firewall.intercept.inbound (its `to` port) in the config\n";
+      throw CLI::RuntimeError(1);
+    }
+    spec.intercept_inbound->ports = port_list(*o.inbound_ports, "--inbound-ports");
+  }
+  // Without outbound interception nothing is redirected, so there is nothing to exclude.
+  if (o.exclude_outbound_ports && spec.intercept_outbound)
+    for (auto p : port_list(*o.exclude_outbound_ports, "--exclude-outbound-ports"))
+      spec.intercept_outbound->exclude_ports.push_back(p);
+}
+
+firewall::Ruleset load_ruleset(const std::string& path, const InterceptOverrides& overrides = {}) {
   try {
-    return firewall::build_ruleset(load_spec(path));
+    auto spec = load_spec(path);
+    apply_overrides(spec, overrides, path);
+    return firewall::build_ruleset(spec);
   } catch (const firewall::SpecError& e) {
     std::cerr << path << ": " << e.what() << "\n";
     throw CLI::RuntimeError(1);
@@ -75,11 +118,20 @@ void register_firewall_commands(CLI::App& app) {
     c->add_option("-c,--config", *path, "config file")->required();
     return c;
   };
-  sub("plan", "print the nft ruleset that apply would install")->callback([path] {
-    std::cout << firewall::render_nft(load_ruleset(*path));
+  auto overrides = std::make_shared<InterceptOverrides>();
+  auto intercept_options = [overrides](CLI::App* c) {
+    c->add_option("--inbound-ports", overrides->inbound_ports,
+                  "comma-separated ports replacing firewall.intercept.inbound.ports (set by portcullis inject)");
+    c->add_option("--exclude-outbound-ports", overrides->exclude_outbound_ports,
+                  "comma-separated ports added to firewall.intercept.outbound.exclude_ports");
+    return c;
+  };
+  intercept_options(sub("plan", "print the nft ruleset that apply would install"))->callback([path, overrides] {
+    std::cout << firewall::render_nft(load_ruleset(*path, *overrides));
   });
-  sub("apply", "install the ruleset as one atomic transaction (replaces only our table)")->callback([path] {
-    const auto rs = load_ruleset(*path);
+  intercept_options(sub("apply", "install the ruleset as one atomic transaction (replaces only our table)"))
+      ->callback([path, overrides] {
+    const auto rs = load_ruleset(*path, *overrides);
     const auto r = firewall::apply(rs);
     check(r);
     std::cout << "table inet " << rs.table << " applied (" << r.messages << " messages, " << r.bytes
