@@ -230,7 +230,9 @@ net::awaitable<std::optional<KubeGateway::Refusal>> KubeGateway::prepare(const L
       std::string_view token = v.substr(7);
       while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
       if (token.empty()) co_return Refusal{401, "unauthorized", "empty bearer token"};
-      std::string key = listener.cfg.upstream + "/" + sha256_hex(token);
+      // Keyed by where the token was reviewed: a reload that points the upstream elsewhere
+      // does not reuse answers from the old apiserver.
+      std::string key = listener.upstream->cfg.address_text + "/" + sha256_hex(token);
       const Review* cached = token_cache.find(key);
       Review fresh;
       if (!cached) {

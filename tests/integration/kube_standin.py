@@ -24,6 +24,7 @@ import zlib
 from urllib.parse import parse_qs, urlsplit
 
 NOW = "2026-01-01T00:00:00Z"
+FAILING_TOKEN = "token-whose-review-fails"  # TokenReview answers 500 for this one
 
 
 def pod(name, namespace, phase="Running", rv="100"):
@@ -137,6 +138,11 @@ class StandInApiserver:
                 self.send_json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                 "message": message, "reason": reason, "code": code}, code)
 
+            def chunk(self, data):
+                """One chunk of a chunked response, sent at once."""
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
             def wants_table(self):
                 return "as=Table" in self.headers.get("Accept", "")
 
@@ -186,9 +192,7 @@ class StandInApiserver:
                 def event(name, rv):
                     p = pod(name, ns, rv=rv)
                     obj = table([p], rv) if self.wants_table() else p
-                    line = json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n"
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
-                    self.wfile.flush()
+                    self.chunk(json.dumps({"type": "ADDED", "object": obj}).encode() + b"\n")
 
                 try:
                     event("watch-first", "101")
@@ -212,9 +216,7 @@ class StandInApiserver:
                 self.end_headers()
 
                 def line(text):
-                    data = text.encode() + b"\n"
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                    self.wfile.flush()
+                    self.chunk(text.encode() + b"\n")
 
                 try:
                     line("log line one")
@@ -238,6 +240,8 @@ class StandInApiserver:
                 if u.path == "/apis/authentication.k8s.io/v1/tokenreviews":
                     review = json.loads(body)
                     token = review.get("spec", {}).get("token", "")
+                    if token == FAILING_TOKEN:
+                        return self.status(500, "InternalError", "the stand-in's authenticator is down")
                     status = {"authenticated": False, "error": "token not known to the stand-in"}
                     if token in api.tokens:
                         user, groups = api.tokens[token]

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from harness import Pki, Proxy, curl, tmpdir
-from kube_standin import StandInApiserver
+from kube_standin import FAILING_TOKEN, StandInApiserver
 
 GOOD_TOKEN = "good-token-for-carol"
 BAD_TOKEN = "not-a-token-the-apiserver-knows"
@@ -236,6 +236,24 @@ def test_bad_bearer_token_refused(env):
     assert rc != 0
     assert "error: You must be logged in to the server (portcullis:" in err and "did not authenticate" in err, err
     assert len(api.seen("GET", "/api/v1/namespaces/prod/pods")) == before
+
+
+def test_failed_token_review_is_503_never_an_allow(env):
+    api = env["api"]
+    before = len(api.seen("GET", "/api/v1/namespaces/prod/pods"))
+    cfg = kubeconfig(env, "failing-token", token=FAILING_TOKEN)
+    rc, out, err = kubectl(env, cfg, "get", "pods", "-n", "prod")
+    assert rc != 0
+    assert "ServiceUnavailable" in err and "bearer token not checked" in err and "500" in err, err
+    assert len(api.seen("GET", "/api/v1/namespaces/prod/pods")) == before
+
+
+def test_alpn_offers_only_http11(env):
+    port = env["proxy"].port("kube")
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-alpn", "h2,http/1.1",
+                        "-CAfile", env["pki"].ca.ca_path], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    out = p.stdout.decode(errors="replace")
+    assert "ALPN protocol: http/1.1" in out, out
 
 
 def test_forged_identity_headers_never_reach_the_apiserver(env):
