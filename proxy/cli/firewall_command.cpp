@@ -62,6 +62,8 @@ void apply_overrides(firewall::Spec& spec, const InterceptOverrides& o, const st
       throw CLI::RuntimeError(1);
     }
     spec.intercept_inbound->ports = port_list(*o.inbound_ports, "--inbound-ports");
+    // A pod that serves no port: nothing to redirect (ingress still drops what it does not allow).
+    if (spec.intercept_inbound->ports.empty()) spec.intercept_inbound.reset();
   }
   // Without outbound interception nothing is redirected, so there is nothing to exclude.
   if (o.exclude_outbound_ports && spec.intercept_outbound)

@@ -1,0 +1,208 @@
+"""`portcullis inject` as a user runs it, and the Kubernetes manifests in configs/kubernetes/:
+the golden outputs through the real CLI (file, stdin, -o), idempotence, FILE:LINE:COL errors,
+the example's "after" file being current, every manifest parsing with the structure its
+deployment needs, the embedded configs passing `portcullis check`, and the injected init
+container's arguments being accepted by `portcullis firewall`."""
+import glob
+import os
+import shutil
+import subprocess
+
+import yaml
+
+from harness import BIN, Pki, tmpdir
+
+ROOT = os.path.join(os.path.dirname(__file__), "../..")
+GOLDEN = os.path.join(ROOT, "tests/unit/inject/golden")
+KUBE = os.path.join(ROOT, "configs/kubernetes")
+
+
+def inject(*args, input=None):
+    return subprocess.run([BIN, "inject", *args], capture_output=True, text=True, input=input, timeout=60)
+
+
+def load_all(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def by_kind(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert found, f"no {kind} {name or ''} in {[d['kind'] for d in docs]}"
+    return found[0]
+
+
+def test_golden_files_through_the_cli_file_stdin_and_output_file():
+    d = tmpdir()
+    for src in sorted(glob.glob(os.path.join(GOLDEN, "*.in.yaml"))):
+        expected = open(src.replace(".in.yaml", ".out.yaml")).read()
+        p = inject("-f", src)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == expected, src
+        p = inject("-f", "-", input=open(src).read())
+        assert p.returncode == 0 and p.stdout == expected, src
+        out = os.path.join(d, "out.yaml")
+        p = inject("-f", src, "-o", out)
+        assert p.returncode == 0 and p.stdout == "" and open(out).read() == expected, src
+        # Idempotent: injecting the result again changes nothing.
+        again = inject("-f", "-", input=expected)
+        assert again.returncode == 0 and again.stdout == expected, src
+    shutil.rmtree(d)
+
+
+def test_injected_pod_shape_as_kubectl_would_read_it():
+    p = inject("-f", os.path.join(GOLDEN, "pod.in.yaml"), "--image", "registry.example/portcullis:1.0",
+               "--config-map", "mesh", "--secret", "mesh-tls")
+    assert p.returncode == 0, p.stderr
+    pod = yaml.safe_load(p.stdout)
+    inits = pod["spec"]["initContainers"]
+    assert [c["name"] for c in inits] == ["portcullis-init", "portcullis-proxy", "migrate", "warm-cache"]
+    fw, proxy = inits[0], inits[1]
+    assert fw["securityContext"]["capabilities"] == {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
+    assert "restartPolicy" not in fw
+    assert proxy["restartPolicy"] == "Always"
+    assert proxy["image"] == fw["image"] == "registry.example/portcullis:1.0"
+    assert proxy["securityContext"]["runAsUser"] == 1337
+    assert proxy["securityContext"]["runAsNonRoot"] is True
+    assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert proxy["startupProbe"]["httpGet"]["port"] == 15021
+    assert {v["name"]: v for v in pod["spec"]["volumes"]}["portcullis-config"]["configMap"]["name"] == "mesh"
+    assert {v["name"]: v for v in pod["spec"]["volumes"]}["portcullis-certs"]["secret"]["secretName"] == "mesh-tls"
+    app = pod["spec"]["containers"][0]
+    assert app["livenessProbe"]["httpGet"] == {"path": "/app-health/app/livez", "port": 15021, "scheme": "HTTP"}
+    # Types survive: quoted strings in the input stay strings for the apiserver.
+    assert {e["name"]: e["value"] for e in app["env"]} == {"CACHE_MODE": "on", "WORKERS": "4"}
+
+
+def test_malformed_yaml_is_file_line_col_and_exit_1():
+    d = tmpdir()
+    bad = os.path.join(d, "bad.yaml")
+    with open(bad, "w") as f:
+        f.write("apiVersion: v1\nkind: Pod\nspec:\n  containers: [ {name: a\n")
+    p = inject("-f", bad)
+    assert p.returncode == 1
+    assert p.stdout == ""
+    assert p.stderr.strip() == f"{bad}:5:1: end of map flow not found"
+    p = inject("-f", "-", input="kind: Deployment\nspec:\n  template:\n    spec:\n      containers: {}\n")
+    assert p.returncode == 1
+    assert p.stderr.strip() == "<stdin>:5:19: spec.template.spec.containers must be a list"
+    p = inject("-f", os.path.join(d, "missing.yaml"))
+    assert p.returncode == 1 and "cannot read" in p.stderr
+    shutil.rmtree(d)
+
+
+def test_example_after_file_is_current_inject_output():
+    before = os.path.join(KUBE, "example/deployment.yaml")
+    after = os.path.join(KUBE, "example/deployment.injected.yaml")
+    p = inject("-f", before)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == open(after).read(), \
+        "configs/kubernetes/example/deployment.injected.yaml is stale: portcullis inject -f deployment.yaml -o it"
+
+
+def test_every_manifest_parses():
+    files = sorted(glob.glob(os.path.join(KUBE, "**/*.yaml"), recursive=True))
+    assert len(files) >= 7
+    for path in files:
+        for doc in load_all(path):
+            assert doc.get("apiVersion") and doc.get("kind"), path
+            assert doc.get("metadata", {}).get("name"), path
+
+
+def test_webhook_manifest_fails_closed_and_skips_system_namespaces():
+    docs = load_all(os.path.join(KUBE, "webhook/webhook.yaml"))
+    mwc = by_kind(docs, "MutatingWebhookConfiguration")
+    (hook,) = mwc["webhooks"]
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                              "resources": ["pods"], "scope": "Namespaced"}]
+    (expr,) = hook["namespaceSelector"]["matchExpressions"]
+    assert expr["key"] == "kubernetes.io/metadata.name" and expr["operator"] == "NotIn"
+    own = hook["clientConfig"]["service"]["namespace"]
+    assert set(expr["values"]) == {"kube-system", own}
+    service = by_kind(docs, "Service", hook["clientConfig"]["service"]["name"])
+    assert service["metadata"]["namespace"] == own
+    deploy = by_kind(docs, "Deployment", "portcullis-webhook")
+    c = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][:2] == ["webhook", "-c"]
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_dockerd_gateway_daemonset_and_apiserver_front_static_pod():
+    docs = load_all(os.path.join(KUBE, "dockerd-gateway/daemonset.yaml"))
+    ds = by_kind(docs, "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True
+    sock = [v for v in spec["volumes"] if v.get("hostPath", {}).get("path") == "/var/run/docker.sock"]
+    assert sock and sock[0]["hostPath"]["type"] == "Socket"
+    c = spec["containers"][0]
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert "/var/run/docker.sock" in [m["mountPath"] for m in c["volumeMounts"]]
+
+    (pod,) = load_all(os.path.join(KUBE, "apiserver-front/portcullis-apiserver-front.yaml"))
+    assert pod["kind"] == "Pod" and pod["metadata"]["namespace"] == "kube-system"
+    assert pod["spec"]["hostNetwork"] is True
+    assert pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+
+    rbac = load_all(os.path.join(KUBE, "apiserver-front/rbac.yaml"))
+    role = by_kind(rbac, "ClusterRole")
+    grants = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+              for v in rule["verbs"]}
+    assert ("", "users", "impersonate") in grants and ("", "groups", "impersonate") in grants
+    assert ("authentication.k8s.io", "tokenreviews", "create") in grants
+    assert not any(v in ("*", "get", "list", "update", "delete") for _, _, v in grants)
+    binding = by_kind(rbac, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    # Host-network pods are never injected: their firewall is the node's on purpose.
+    for path in ("dockerd-gateway/daemonset.yaml", "apiserver-front/portcullis-apiserver-front.yaml"):
+        src = open(os.path.join(KUBE, path)).read()
+        p = inject("-f", "-", input=src)
+        assert p.returncode == 0 and "portcullis-proxy" not in p.stdout, path
+
+
+def checkable(config_text, pki_dir):
+    """The config with the in-pod certificate paths pointing at a test PKI."""
+    pki = Pki(pki_dir)
+    shutil.copy(pki.server_cert, os.path.join(pki_dir, "tls.crt"))
+    shutil.copy(pki.server_key, os.path.join(pki_dir, "tls.key"))
+    shutil.copy(pki.ca.ca_path, os.path.join(pki_dir, "ca.crt"))
+    path = os.path.join(pki_dir, "config.yaml")
+    with open(path, "w") as f:
+        f.write(config_text.replace("/etc/portcullis/certs/", pki_dir + "/"))
+    return path
+
+
+def test_embedded_configs_pass_check_and_init_container_args_are_accepted():
+    d = tmpdir()
+    cm = by_kind(load_all(os.path.join(KUBE, "example/config.yaml")), "ConfigMap")
+    config = checkable(cm["data"]["config.yaml"], d)
+    p = subprocess.run([BIN, "check", "-c", config], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+    # The firewall init container's arguments, as injected for the StatefulSet golden file
+    # (inbound-ports annotation) and the DaemonSet (exclude-outbound-ports), with `plan` for
+    # `apply`: the redirect covers exactly the annotated ports.
+    for name, redirected, excluded in (("statefulset", "5432", None), ("daemonset", "2020", "9200")):
+        out = open(os.path.join(GOLDEN, f"{name}.out.yaml")).read()
+        init = yaml.safe_load(out)["spec"]["template"]["spec"]["initContainers"][0]
+        assert init["args"][:2] == ["firewall", "apply"]
+        args = ["firewall", "plan", "-c", config] + init["args"][4:]
+        p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        inbound = p.stdout.split("set intercept_inbound_ports {", 1)[1].split("}", 1)[0]
+        assert redirected in inbound and "8080" not in inbound
+        if excluded:
+            assert excluded in p.stdout.split("set intercept_outbound_exclude {", 1)[1].split("}", 1)[0]
+
+    gw = by_kind(load_all(os.path.join(KUBE, "dockerd-gateway/daemonset.yaml")), "ConfigMap")
+    gw_dir = os.path.join(d, "gw")
+    os.mkdir(gw_dir)
+    p = subprocess.run([BIN, "check", "-c", checkable(gw["data"]["config.yaml"], gw_dir)], capture_output=True,
+                       text=True, timeout=60)
+    # `check` may warn (e.g. about the docker socket's mode on this host), but must not fail.
+    assert p.returncode == 0, p.stdout + p.stderr
+    shutil.rmtree(d)
