@@ -55,6 +55,9 @@ policies:
       - name: dev-reads-prod
         from: {{ groups: [dev] }}
         kubernetes: {{ verbs: [get, list, watch], resources: [pods, pods/log], namespaces: [prod] }}
+      - name: get-only-exec
+        from: {{ groups: [getexec] }}
+        kubernetes: {{ verbs: [get], resources: [pods, pods/exec], namespaces: [prod] }}
       - name: ops-execs-in-prod
         from: {{ groups: [ops] }}
         kubernetes: {{ verbs: [get, list, create], resources: [pods, pods/exec], namespaces: [prod] }}
@@ -206,6 +209,20 @@ def test_exec_needs_create_pods_exec(env, websockets):
     assert api.exec_protocols[before:] == ["websocket" if websockets == "true" else "spdy"]
     upgrade = api.seen(path_prefix="/api/v1/namespaces/prod/pods/web-0/exec")[-1]
     assert headers_of(upgrade, "impersonate-user") == ["olga"]
+
+
+def test_websocket_exec_with_get_but_not_create_is_denied(env):
+    """The WebSocket upgrade is a GET, but like the apiserver since 1.35 we also want `create`."""
+    api = env["api"]
+    before = len(api.exec_protocols)
+    cfg = kubeconfig(env, "gina", client="gina", orgs=["getexec"])
+    rc, out, err = kubectl(env, cfg, "exec", "web-0", "-n", "prod", "--", "echo", "hi")
+    assert rc != 0
+    assert "Forbidden" in err and "pods/exec" in err, err
+    assert len(api.exec_protocols) == before
+    get_exec = [l for l in env["proxy"].access_log()
+                if l.get("url.path", "").endswith("/web-0/exec") and l.get("http.request.method") == "GET"]
+    assert get_exec and get_exec[-1]["event.outcome"] == "deny" and get_exec[-1]["kubernetes.verb"] == "get"
 
 
 def test_bearer_token_through_token_review(env):
