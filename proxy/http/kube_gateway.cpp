@@ -250,9 +250,11 @@ net::awaitable<std::optional<KubeGateway::Refusal>> KubeGateway::prepare(const L
       identity_ = &*token_identity_;
     }
   }
-  if (identity_ && identity_->user.empty())
+  const bool names_client = forward_ == config::ForwardIdentity::impersonate ||
+                            forward_ == config::ForwardIdentity::remote_user;
+  if (names_client && identity_ && identity_->user.empty())
     co_return Refusal{403, "denied", "the client certificate names no user (empty CN): nothing to impersonate"};
-  if (identity_ && !identity_header_safe(*identity_))
+  if (names_client && identity_ && !identity_header_safe(*identity_))
     co_return Refusal{403, "denied", "the client's user or group name contains control characters"};
   co_return std::nullopt;
 }

@@ -57,12 +57,15 @@ class CA:
             f.write(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, name, cn=None, orgs=(), spiffe=None, dns=(), ips=(), server=False, client=True,
-              expired=False):
+              expired=False, subject=None):
+        """subject: exact subject attributes (e.g. none with a CN) instead of orgs + CN."""
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = []
         for o in orgs:
             attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o))
         attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn or name))
+        if subject is not None:
+            attrs = list(subject)
         now = datetime.datetime.now(datetime.timezone.utc)
         sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         if spiffe:

@@ -163,7 +163,9 @@ def stream_until(env, cfg, args, wanted, release, finished):
             seen.append(line)
             if wanted in line:
                 break
-        assert any(wanted in l for l in seen), (seen, p.stderr.read1(65536) if p.poll() is not None else "")
+        if not any(wanted in l for l in seen):
+            p.kill()
+            raise AssertionError(f"no line with {wanted!r} in {seen}; kubectl stderr: {p.stderr.read().decode()}")
         # Delivered while the stand-in still holds the stream open (it waits for `release`).
         assert not finished.is_set()
     finally:
@@ -306,6 +308,26 @@ def test_remote_user_mode_sends_x_remote_headers(env):
         assert not headers_of(r, "impersonate-user") and not headers_of(r, "authorization")
     finally:
         proxy.stop()
+
+
+def test_certificate_that_cannot_be_impersonated_is_refused(env):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    pki, port, api = env["pki"], env["proxy"].port("kube"), env["api"]
+    before = len(api.requests)
+    url = f"https://127.0.0.1:{port}/api/v1/namespaces/prod/pods"
+    # No CN: no user to name in Impersonate-User (the proxy must not forward as itself).
+    crt, key = pki.ca.issue("no-cn", spiffe="spiffe://cluster.local/ns/x/sa/no-cn",
+                            subject=[x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dev")])
+    rc, body, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, "-w", "%{http_code}", url)
+    assert body.endswith(b"403") and b"names no user" in body, body
+    # A CN with CR LF would write a header line of its own choosing (the certificate layer already
+    # reads no user from it; the gateway would refuse it too).
+    crt, key = pki.ca.issue("crlf", subject=[x509.NameAttribute(NameOID.COMMON_NAME, "eve\r\nimpersonate-user: x"),
+                                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dev")])
+    rc, body, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, "-w", "%{http_code}", url)
+    assert body.endswith(b"403") and (b"names no user" in body or b"control characters" in body), body
+    assert len(api.requests) == before
 
 
 def test_anonymous_request_is_denied(env):
