@@ -12,6 +12,9 @@ template <class... F>
 struct overloaded : F... {
   using F::operator()...;
 };
+// Clang 14 (the fuzz build) lacks C++20 aggregate CTAD: the guide GCC does not need.
+template <class... F>
+overloaded(F...) -> overloaded<F...>;
 
 const char* key_name(KeyType k) {
   switch (k) {

@@ -216,7 +216,7 @@ void parse_tls(Reader& r, const YAML::Node& node, Config& cfg) {
   r.check_unique_keys(node, "tls bundle");
   for (auto it = node.begin(); it != node.end(); ++it) {
     auto name = it->first.Scalar();
-    const auto& b = it->second;
+    const YAML::Node b = it->second;  // a copy: `it->` is a temporary proxy (a reference would dangle)
     std::string what = "tls." + name;
     if (!valid_name(name)) r.error(it->first, "tls bundle name '" + name + "' must be letters, digits, '-', '_' or '.'");
     if (!r.is_map(b, what)) continue;
@@ -255,7 +255,7 @@ void parse_upstreams(Reader& r, const YAML::Node& node, Config& cfg) {
   r.check_unique_keys(node, "upstream");
   for (auto it = node.begin(); it != node.end(); ++it) {
     auto name = it->first.Scalar();
-    const auto& u = it->second;
+    const YAML::Node u = it->second;  // a copy: `it->` is a temporary proxy (a reference would dangle)
     std::string what = "upstreams." + name;
     if (!valid_name(name)) r.error(it->first, "upstream name '" + name + "' must be letters, digits, '-', '_' or '.'");
     if (!r.is_map(u, what)) continue;
@@ -469,7 +469,7 @@ void parse_policies(Reader& r, const YAML::Node& node, Config& cfg) {
     policy::PolicySpec spec;
     spec.name = it->first.Scalar();
     std::string what = "policies." + spec.name;
-    const auto& p = it->second;
+    const YAML::Node p = it->second;  // a copy: `it->` is a temporary proxy (a reference would dangle)
     if (!valid_name(spec.name)) r.error(it->first, "policy name '" + spec.name + "' must be letters, digits, '-', '_' or '.'");
     if (!r.is_map(p, what)) continue;
     r.check_keys(p, {"mode", "rules"}, what);
@@ -741,7 +741,7 @@ Config parse(const YAML::Node& root, Reader& r, const std::string& path) {
     return cfg;
   }
   r.check_keys(root, {"admin", "probes", "workers", "run_as", "log", "tls", "upstreams", "listeners",
-                      "policies", "firewall"},
+                      "policies", "firewall", "max_connections"},
                "the config");
   for (auto [key, dest] : {std::pair{"admin", &cfg.admin}}) {
     if (!root[key] || !r.is_map(root[key], key)) continue;
@@ -760,6 +760,8 @@ Config parse(const YAML::Node& root, Reader& r, const std::string& path) {
       cfg.workers = static_cast<unsigned>(*v);
     }
   }
+  if (root["max_connections"])
+    if (auto v = r.uint(root["max_connections"], "max_connections", 1, 10'000'000)) cfg.max_connections = *v;
   if (root["run_as"] && r.is_map(root["run_as"], "run_as")) {
     r.check_keys(root["run_as"], {"uid", "gid"}, "run_as");
     RunAs ra;

@@ -105,6 +105,7 @@ struct Config {
   std::optional<Address> probes;
   unsigned workers = 0;  // resolved: `auto` = number of cores
   std::optional<RunAs> run_as;
+  std::uint64_t max_connections = 0;  // process-wide client connections; 0 = derived from RLIMIT_NOFILE
   LogConfig log;
   std::map<std::string, certs::BundleSpec> tls;
   std::map<std::string, Upstream> upstreams;

@@ -13,6 +13,7 @@
 #include "proxy/demo.hpp"
 #include "proxy/firewall_glue.hpp"
 #include "proxy/observe/access_log.hpp"
+#include "proxy/privileges.hpp"
 #include "proxy/server.hpp"
 #include "proxy/version.hpp"
 
@@ -79,6 +80,10 @@ int cmd_run(const std::string& path, bool no_firewall) {
     Server server(snap, options);
     server.bind();
     options.firewall_applied = true;
+    if (const auto& ra = snap->config.run_as) {
+      drop_privileges(ra->uid, ra->gid);  // after binding and the firewall: nothing later needs root
+      spdlog::info("running as uid {} gid {} with no capabilities", ra->uid, ra->gid);
+    }
     return server.run();
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

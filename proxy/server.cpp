@@ -1,5 +1,6 @@
 #include "proxy/server.hpp"
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <ctime>
@@ -40,20 +41,43 @@ struct Server::ListenerGroup {
 
 Server::Server(std::shared_ptr<const Snapshot> snapshot, RunOptions options)
     : snapshot_(std::move(snapshot)), options_(options) {
+  set_connection_cap(snapshot_->config);
   for (unsigned i = 0; i < snapshot_->config.workers; ++i) {
     auto w = std::make_unique<Worker>();
     w->index = i;
     w->snapshot = snapshot_;
     workers_.push_back(std::move(w));
   }
-}
-
   if (options_.firewall_applied)
     main_metrics_.add(observe::Metric::firewall_applies_total, observe::labels({{"result", "success"}}));
+}
+
 Server::~Server() {
   for (auto& w : workers_) w->ioc.stop();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
+}
+
+// A proxied connection holds up to two descriptors (client and upstream): without an explicit
+// cap, stop at half of what RLIMIT_NOFILE allows (raised to its hard limit first), keeping some
+// for listeners, logs and the admin endpoint, so a flood is refused before accept() hits EMFILE.
+void Server::set_connection_cap(const config::Config& cfg) {
+  std::uint64_t cap = cfg.max_connections;
+  if (cap == 0) {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+      if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+        ::getrlimit(RLIMIT_NOFILE, &rl);
+      }
+      std::uint64_t fds = rl.rlim_cur == RLIM_INFINITY ? 2'000'000 : rl.rlim_cur;
+      cap = fds > 256 ? (fds - 128) / 2 : 64;
+    } else {
+      cap = 10000;
+    }
+  }
+  if (max_total_.exchange(cap) != cap) spdlog::info("process-wide connection cap: {}", cap);
 }
 
 std::shared_ptr<Server::ListenerGroup> Server::bind_listener(const ListenerRuntime& l) {
@@ -169,30 +193,6 @@ std::string Server::scrape() {
   };
   for (const auto& [name, l] : snapshot_->listeners) expiry(l.cfg.tls, l.server_ctx.get());
   for (const auto& [name, u] : snapshot_->upstreams) expiry(u.cfg.tls, u.client_ctx.get());
-  return observe::render(total);
-}
-
-void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
-  for (std::size_t i = 0; i < workers_.size(); ++i) {
-    Worker& w = *workers_[i];
-    net::tcp::acceptor* acc = g->acceptors[i].get();
-    asio::co_spawn(
-        w.ioc,
-        [&w, acc, g]() -> asio::awaitable<void> {
-          for (;;) {
-            auto [ec, sock] = co_await acc->async_accept(use_tuple);
-            if (ec == asio::error::operation_aborted || !acc->is_open()) co_return;
-            if (ec) {
-              // Out of descriptors and the like: back off briefly instead of spinning.
-              spdlog::warn("listener '{}': accept failed: {}", g->name, ec.message());
-              asio::steady_timer t(w.ioc, std::chrono::milliseconds(50));
-              co_await t.async_wait(use_tuple);
-              continue;
-            }
-            if (w.draining) continue;  // sock closes as it goes out of scope
-            if (g->active->load(std::memory_order_relaxed) >= g->max_connections) {
-              spdlog::warn("listener '{}': max_connections ({}) reached; refusing a connection", g->name,
-                           g->max_connections);
   // Drops counted by our nftables rules, read back from the kernel (one netlink dump).
   if (const auto& fw = snapshot_->config.firewall) {
     std::vector<firewall::RuleCounter> counters;
@@ -211,11 +211,49 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
       }
     }
   }
+  return observe::render(total);
+}
+
+void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    Worker& w = *workers_[i];
+    net::tcp::acceptor* acc = g->acceptors[i].get();
+    asio::co_spawn(
+        w.ioc,
+        [this, &w, acc, g]() -> asio::awaitable<void> {
+          std::chrono::steady_clock::time_point last_warning{};
+          // During a flood, one warning a second per worker and listener, not one per connection.
+          auto warn_refused = [&](const char* limit, std::uint64_t cap) {
+            w.metrics.add(observe::Metric::limit_hits_total, observe::labels({{"listener", g->name}, {"limit", limit}}));
+            auto now = std::chrono::steady_clock::now();
+            if (now - last_warning < std::chrono::seconds(1)) return;
+            last_warning = now;
+            spdlog::warn("listener '{}': {} ({}) reached; refusing new connections", g->name, limit, cap);
+          };
+          for (;;) {
+            auto [ec, sock] = co_await acc->async_accept(use_tuple);
+            if (ec == asio::error::operation_aborted || !acc->is_open()) co_return;
+            if (ec) {
+              // Out of descriptors and the like: back off briefly instead of spinning.
+              spdlog::warn("listener '{}': accept failed: {}", g->name, ec.message());
+              asio::steady_timer t(w.ioc, std::chrono::milliseconds(50));
+              co_await t.async_wait(use_tuple);
               continue;
             }
+            if (w.draining) continue;  // sock closes as it goes out of scope
+            if (g->active->load(std::memory_order_relaxed) >= g->max_connections) {
+              warn_refused("max_connections", g->max_connections);
+              continue;
+            }
+            if (total_active_.load(std::memory_order_relaxed) >= max_total_.load(std::memory_order_relaxed)) {
+              warn_refused("process_max_connections", max_total_.load(std::memory_order_relaxed));
+              continue;
+            }
+            total_active_.fetch_add(1, std::memory_order_relaxed);
             g->active->fetch_add(1, std::memory_order_relaxed);
             w.active.fetch_add(1, std::memory_order_relaxed);
-            auto serve = [](Worker& w, std::shared_ptr<ListenerGroup> g, net::tcp::socket s) -> asio::awaitable<void> {
+            auto serve = [](Worker& w, std::shared_ptr<ListenerGroup> g, net::tcp::socket s,
+                            std::atomic<std::uint64_t>& total) -> asio::awaitable<void> {
               const std::string listener_labels = observe::labels({{"listener", g->name}});
               w.metrics.add(observe::Metric::connections_total, listener_labels);
               w.metrics.add(observe::Metric::connections_active, listener_labels);
@@ -223,9 +261,10 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
               else co_await serve_http(w, g->name, std::move(s));
               w.metrics.add(observe::Metric::connections_active, listener_labels, -1);
               g->active->fetch_sub(1, std::memory_order_relaxed);
+              total.fetch_sub(1, std::memory_order_relaxed);
               w.active.fetch_sub(1, std::memory_order_relaxed);
             };
-            asio::co_spawn(w.ioc, serve(w, g, std::move(sock)), [](std::exception_ptr e) {
+            asio::co_spawn(w.ioc, serve(w, g, std::move(sock), total_active_), [](std::exception_ptr e) {
               if (e) {
                 try {
                   std::rethrow_exception(e);
@@ -242,6 +281,7 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
 
 void Server::install_snapshot(std::shared_ptr<const Snapshot> s) {
   snapshot_ = s;
+  set_connection_cap(s->config);
   for (auto& w : workers_) asio::post(w->ioc, [wp = w.get(), s] { wp->snapshot = s; });
 }
 
@@ -270,11 +310,14 @@ bool Server::try_reload(const std::string& why) {
       auto result = snapshot_->config.firewall
                         ? firewall::update(firewall::build_ruleset(*snapshot_->config.firewall), desired)
                         : firewall::apply(desired);
+      main_metrics_.add(observe::Metric::firewall_applies_total,
+                        observe::labels({{"result", result.ok() ? "success" : "failure"}}));
       if (!result.ok()) {
         spdlog::error("reload rejected, the previous config stays in force: firewall: {}", result.message);
         return false;
       }
     } catch (const std::exception& e) {
+      main_metrics_.add(observe::Metric::firewall_applies_total, observe::labels({{"result", "failure"}}));
       spdlog::error("reload rejected, the previous config stays in force: firewall: {}", e.what());
       return false;
     }
@@ -297,6 +340,21 @@ bool Server::try_reload(const std::string& why) {
     spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
     return false;
   }
+  // A new admin address is bound before anything changes, like a new listener.
+  std::unique_ptr<net::tcp::acceptor> next_admin;
+  std::string next_admin_address;
+  const bool admin_moved = next->config.admin.str() != snapshot_->config.admin.str();
+  if (admin_moved || !admin_) {
+    try {
+      next_admin = bind_admin(next->config.admin, next_admin_address);
+    } catch (const std::exception& e) {
+      if (admin_moved) {
+        spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
+        return false;
+      }
+      spdlog::error("{}; /metrics, /healthz and /readyz are still not served", e.what());
+    }
+  }
   for (auto& [name, g] : groups_) {
     if (next_groups.count(name) && next_groups[name] == g) continue;
     for (std::size_t i = 0; i < workers_.size(); ++i)
@@ -310,14 +368,18 @@ bool Server::try_reload(const std::string& why) {
   for (auto& [name, g] : added) {
     start_accepting(g);
     spdlog::info("listener '{}' ready on {}", name, g->address);
-      main_metrics_.add(observe::Metric::firewall_applies_total,
-                        observe::labels({{"result", result.ok() ? "success" : "failure"}}));
+  }
+  if (next_admin) {
+    boost::system::error_code ignored;
+    if (admin_) admin_->close(ignored);  // its accept loop ends; open admin connections finish
+    admin_ = std::move(next_admin);
+    admin_address_ = next_admin_address;
+    start_admin();
   }
   spdlog::info("reload complete: config generation {}", next->generation);
   watch_files();
   return true;
 }
-      main_metrics_.add(observe::Metric::firewall_applies_total, observe::labels({{"result", "failure"}}));
 
 // Reload when the config file or a file a TLS bundle names changes (in place, renamed over, or
 // by a Kubernetes ..data symlink swap). The watcher thread only posts to the main io_context.
@@ -340,21 +402,6 @@ void Server::watch_files() {
 
 void Server::wait_signal() {
   signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
-  // A new admin address is bound before anything changes, like a new listener.
-  std::unique_ptr<net::tcp::acceptor> next_admin;
-  std::string next_admin_address;
-  const bool admin_moved = next->config.admin.str() != snapshot_->config.admin.str();
-  if (admin_moved || !admin_) {
-    try {
-      next_admin = bind_admin(next->config.admin, next_admin_address);
-    } catch (const std::exception& e) {
-      if (admin_moved) {
-        spdlog::error("reload rejected, the previous config stays in force: {}", e.what());
-        return false;
-      }
-      spdlog::error("{}; /metrics, /healthz and /readyz are still not served", e.what());
-    }
-  }
     if (ec) return;
     handle_signal(sig);
     if (!stopping_) wait_signal();
@@ -369,13 +416,6 @@ void Server::handle_signal(int sig) {
   if (sig == SIGHUP) {
     reload("SIGHUP");
   } else if (sig == SIGUSR1) {
-  if (next_admin) {
-    boost::system::error_code ignored;
-    if (admin_) admin_->close(ignored);  // its accept loop ends; open admin connections finish
-    admin_ = std::move(next_admin);
-    admin_address_ = next_admin_address;
-    start_admin();
-  }
     if (observe::reopen_access_log()) spdlog::info("access log reopened");
   } else if (!stopping_) {
     stopping_ = true;

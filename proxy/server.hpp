@@ -64,6 +64,11 @@ class Server {
   std::shared_ptr<const observe::AdminHandlers> admin_handlers_;
   bool ready_ = false;
   observe::MetricSet main_metrics_;  // counted on the main thread (reloads)
+  // Process-wide connection cap (`max_connections` at the top of the config, else derived from
+  // RLIMIT_NOFILE): every listener's connections count against it; beyond it new ones are closed.
+  std::atomic<std::uint64_t> total_active_{0};
+  std::atomic<std::uint64_t> max_total_{0};
+  void set_connection_cap(const config::Config& cfg);
 };
 
 }  // namespace portcullis

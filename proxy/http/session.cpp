@@ -135,6 +135,7 @@ class HttpSession {
       auto hec = co_await tls_->handshake();
       w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", listener_}}));
       if (hec) {
+        if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "handshake"}}));
         w_.metrics.add(observe::Metric::tls_handshake_failures_total,
                        observe::labels({{"listener", listener_}, {"reason", observe::handshake_failure_reason(tls_->ssl(), hec, deadline_.expired())}}));
         log_connection_error(deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + handshake_reason(hec));
@@ -223,6 +224,7 @@ class HttpSession {
   }
 
   net::awaitable<bool> refuse(int status, std::string_view kind, std::string reason) {
+    observe::count_refusal(w_.metrics, listener_, status);
     auto body = http::error_body(lrt_->cfg.protocol, status, kind, reason);
     auto resp = http::json_response(status, body, true);
     deadline_.arm(ms(limits_.idle_timeout_ms), "write timeout");
@@ -235,6 +237,12 @@ class HttpSession {
     co_return false;
   }
 
+  // A head the framing checks refuse: what two parsers could read differently is a smuggling attempt.
+  net::awaitable<bool> refuse_framing(std::string reason) {
+    w_.metrics.add(observe::Metric::smuggling_attempts_total, observe::labels({{"listener", listener_}}));
+    co_return co_await refuse(400, "bad_request", std::move(reason));
+  }
+
   net::awaitable<bool> serve_one() {
     reset_record();
     long head_len = co_await read_head();
@@ -243,6 +251,7 @@ class HttpSession {
       int status = static_cast<int>(-head_len);
       if (status == 408) {
         // The deadline has closed the socket: there is no one left to send a 408 to.
+        w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "header"}}));
         log_connection_error("request head not complete within header_timeout_ms");
         co_return false;
       }
@@ -250,7 +259,7 @@ class HttpSession {
                                 "request head larger than header_bytes (" + std::to_string(limits_.header_bytes) + ")");
     }
     std::string_view head = in_.data().substr(0, static_cast<std::size_t>(head_len));
-    if (auto why = http::check_raw_head(head); !why.empty()) co_return co_await refuse(400, "bad_request", why);
+    if (auto why = http::check_raw_head(head); !why.empty()) co_return co_await refuse_framing(std::move(why));
 
     http::Parser<true> req;
     req.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_.header_bytes, UINT32_MAX)));
@@ -269,6 +278,7 @@ class HttpSession {
       // GCC 12 miscompiles a ?: that builds temporaries inside a co_await expression (it destroys
       // the branch it never built): every such message is built in a local first.
       std::string why = "malformed request head: ";
+      if (observe::is_framing_error(ec)) w_.metrics.add(observe::Metric::smuggling_attempts_total, observe::labels({{"listener", listener_}}));
       why += ec ? ec.message() : std::string("incomplete");
       co_return co_await refuse(400, "bad_request", std::move(why));
     }
@@ -277,7 +287,7 @@ class HttpSession {
 
     if (req.version != 11 && req.version != 10)
       co_return co_await refuse(505, "bad_version", "only HTTP/1.0 and HTTP/1.1 are served");
-    if (auto why = http::check_request_fields(req.fields); !why.empty()) co_return co_await refuse(400, "bad_request", why);
+    if (auto why = http::check_request_fields(req.fields); !why.empty()) co_return co_await refuse_framing(std::move(why));
     auto target = policy::normalize_target(req.method, req.target);
     if (!target.ok) co_return co_await refuse(400, "bad_request", "request target refused: " + target.error);
     path_ = target.path;
@@ -421,6 +431,7 @@ class HttpSession {
         up_.close();
         record_.outcome = "error";
         record_.reason = "client closed the connection during the request body";
+        if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "body"}}));
         finish_record();
         co_return false;
       }
@@ -613,6 +624,7 @@ class HttpSession {
     if (!complete) {
       record_.outcome = "error";
       record_.reason = "upstream response ended early; the client's response is truncated";
+      w_.metrics.add(observe::Metric::upstream_failures_total, observe::labels({{"listener", listener_}, {"reason", "truncated"}}));
       keep_client = false;
     }
     finish_record();
@@ -675,6 +687,7 @@ class HttpSession {
   }
 
   net::awaitable<bool> upstream_failed(int status, std::string reason) {
+    w_.metrics.add(observe::Metric::upstream_failures_total, observe::labels({{"listener", listener_}, {"reason", status == 504 ? "timeout" : "unavailable"}}));
     up_.close();
     upstream_reusable_ = false;
     upbuf_.consume(upbuf_.size());

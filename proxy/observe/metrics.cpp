@@ -1,6 +1,7 @@
 #include "proxy/observe/metrics.hpp"
 
 #include <boost/asio/ssl/error.hpp>
+#include <boost/beast/http/error.hpp>
 #include <cmath>
 #include <openssl/err.h>
 #include <openssl/x509_vfy.h>
@@ -85,6 +86,18 @@ std::string labels(std::initializer_list<std::pair<std::string_view, std::string
     out += '"';
   }
   return out;
+}
+
+void count_refusal(MetricSet& m, std::string_view listener, int status) {
+  if (status == 400 || status == 505) m.add(Metric::malformed_requests_total, labels({{"listener", listener}}));
+  else if (status == 431) m.add(Metric::limit_hits_total, labels({{"listener", listener}, {"limit", "header_bytes"}}));
+  else if (status == 413) m.add(Metric::limit_hits_total, labels({{"listener", listener}, {"limit", "max_body_bytes"}}));
+}
+
+bool is_framing_error(const boost::system::error_code& ec) {
+  namespace e = boost::beast::http;
+  return ec == e::error::bad_content_length || ec == e::error::multiple_content_length ||
+         ec == e::error::bad_transfer_encoding || ec == e::error::bad_obs_fold || ec == e::error::bad_line_ending;
 }
 
 const char* handshake_failure_reason(const SSL* ssl, const boost::system::error_code& ec, bool timed_out) {

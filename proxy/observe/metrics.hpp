@@ -29,6 +29,12 @@ namespace portcullis::observe {
   X(connections_total, counter, "Client connections accepted.")                                               \
   X(upstream_connect_failures_total, counter, "Failed connection attempts to an upstream.")                    \
   X(config_reloads_total, counter, "Config reloads by result (success, failure).")                             \
+  /* Hostile behaviour (HAProxy's "glitches"): what attackers and broken clients cost us. */                \
+  X(malformed_requests_total, counter, "Requests refused before policy as malformed (400, 505), by listener.")  \
+  X(smuggling_attempts_total, counter, "Requests refused by the framing checks (Content-Length with Transfer-Encoding, duplicate Content-Length, obs-fold, bare LF, ...); also counted as malformed.") \
+  X(slow_clients_total, counter, "Client connections cut by a timeout, by listener and phase (handshake, header, body).") \
+  X(limit_hits_total, counter, "Work refused at a limit, by listener and limit (header_bytes, max_body_bytes, max_connections, process_max_connections).") \
+  X(upstream_failures_total, counter, "Requests the upstream failed, by listener and reason (unavailable, timeout, truncated).") \
   X(certificate_expiry_seconds, gauge, "Seconds until a certificate the proxy presents expires (negative once expired).") \
   X(firewall_applies_total, counter, "nftables transactions sent by the proxy (startup and reloads) by result (success, failure).") \
   X(firewall_dropped_packets_total, counter, "Packets dropped by the proxy's nftables rules, read back from their counters, by chain.") \
@@ -74,6 +80,12 @@ std::string labels(std::initializer_list<std::pair<std::string_view, std::string
 std::string render(const MetricSet& m);
 // The reason label of portcullis_tls_handshake_failures_total for a failed server-side
 // handshake: no_cert, unknown_ca, expired, protocol or other (timeouts, resets).
+// A request refused before policy with `status`: 400 and 505 count as malformed, 431 and 413 as
+// header_bytes / max_body_bytes limit hits; other statuses are counted where they arise.
+void count_refusal(MetricSet& m, std::string_view listener, int status);
+// Beast parser errors that are request-smuggling vectors (how a message's length is framed:
+// Content-Length and Transfer-Encoding conflicts, obs-fold, bare line endings).
+bool is_framing_error(const boost::system::error_code& ec);
 const char* handshake_failure_reason(const SSL* ssl, const boost::system::error_code& ec, bool timed_out);
 
 inline constexpr const char* exposition_content_type = "text/plain; version=0.0.4; charset=utf-8";
