@@ -188,7 +188,13 @@ def test_logs_follow_streams(env):
     seen = stream_until(env, cfg, ["logs", "-f", "web-0", "-n", "prod"], "log line one", api.logs_release,
                         api.logs_finished)
     assert seen == ["log line one\n"]
-    log = [l for l in env["proxy"].access_log() if l.get("url.path") == "/api/v1/namespaces/prod/pods/web-0/log"]
+    # The access-log line is written when the stream ends (kubectl was killed): wait for it.
+    deadline = time.time() + 20
+    while True:
+        log = [l for l in env["proxy"].access_log() if l.get("url.path") == "/api/v1/namespaces/prod/pods/web-0/log"]
+        if log or time.time() > deadline:
+            break
+        time.sleep(0.1)
     assert log and log[-1]["kubernetes.resource"] == "pods/log"
 
 
