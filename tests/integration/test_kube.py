@@ -104,6 +104,17 @@ def kubectl(env, config, *args, extra_env=None, timeout=60):
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 
+def log_lines(env, keep):
+    """Access-log lines for which keep(line) holds; waits (up to 20 s) until there is one, since
+    the proxy writes a line when the request ends, which may be after the client has gone."""
+    deadline = time.time() + 20
+    while True:
+        lines = [l for l in env["proxy"].access_log() if keep(l)]
+        if lines or time.time() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
 def headers_of(request, name):
     return [v for k, v in request["headers"] if k == name]
 
@@ -122,7 +133,7 @@ def test_get_pods_allowed_and_impersonated(env):
     assert headers_of(r, "impersonate-user") == ["alice"]
     assert headers_of(r, "impersonate-group") == ["dev"]
     assert not headers_of(r, "authorization")
-    log = [l for l in env["proxy"].access_log() if l.get("url.path") == "/api/v1/namespaces/prod/pods"]
+    log = log_lines(env, lambda l: l.get("url.path") == "/api/v1/namespaces/prod/pods")
     assert log and log[-1]["kubernetes.verb"] == "list" and log[-1]["kubernetes.resource"] == "pods"
     assert log[-1]["kubernetes.namespace"] == "prod" and log[-1]["rule.name"] == "dev-reads-prod"
 
@@ -188,13 +199,8 @@ def test_logs_follow_streams(env):
     seen = stream_until(env, cfg, ["logs", "-f", "web-0", "-n", "prod"], "log line one", api.logs_release,
                         api.logs_finished)
     assert seen == ["log line one\n"]
-    # The access-log line is written when the stream ends (kubectl was killed): wait for it.
-    deadline = time.time() + 20
-    while True:
-        log = [l for l in env["proxy"].access_log() if l.get("url.path") == "/api/v1/namespaces/prod/pods/web-0/log"]
-        if log or time.time() > deadline:
-            break
-        time.sleep(0.1)
+    # Written when the stream ends (kubectl was killed).
+    log = log_lines(env, lambda l: l.get("url.path") == "/api/v1/namespaces/prod/pods/web-0/log")
     assert log and log[-1]["kubernetes.resource"] == "pods/log"
 
 
@@ -228,8 +234,8 @@ def test_websocket_exec_with_get_but_not_create_is_denied(env):
     assert rc != 0
     assert "Forbidden" in err and "pods/exec" in err, err
     assert len(api.exec_protocols) == before
-    get_exec = [l for l in env["proxy"].access_log()
-                if l.get("url.path", "").endswith("/web-0/exec") and l.get("http.request.method") == "GET"]
+    get_exec = log_lines(env, lambda l: l.get("url.path", "").endswith("/web-0/exec") and
+                         l.get("http.request.method") == "GET" and l.get("client.identity.user") == "gina")
     assert get_exec and get_exec[-1]["event.outcome"] == "deny" and get_exec[-1]["kubernetes.verb"] == "get"
 
 
