@@ -250,11 +250,9 @@ net::awaitable<std::optional<KubeGateway::Refusal>> KubeGateway::prepare(const L
       identity_ = &*token_identity_;
     }
   }
-  const bool names_client = forward_ == config::ForwardIdentity::impersonate ||
-                            forward_ == config::ForwardIdentity::remote_user;
-  if (names_client && identity_ && identity_->user.empty())
+  if (names_client() && identity_ && identity_->user.empty())
     co_return Refusal{403, "denied", "the client certificate names no user (empty CN): nothing to impersonate"};
-  if (names_client && identity_ && !identity_header_safe(*identity_))
+  if (names_client() && identity_ && !identity_header_safe(*identity_))
     co_return Refusal{403, "denied", "the client's user or group name contains control characters"};
   co_return std::nullopt;
 }
@@ -284,8 +282,7 @@ std::string KubeGateway::denial_reason(const policy::Policy& policy, const polic
     // Skipped too: rules of the other kind (non_resource_urls for a resource request and back),
     // which say nothing useful about this request.
     bool unrelated = std::any_of(miss.failed.begin(), miss.failed.end(), [](const std::string& f) {
-      return f.starts_with("peer ") || f.starts_with("no verified client certificate") ||
-             f.starts_with("rule is for ");
+      return f.starts_with("peer ") || f.starts_with("no verified client certificate") || f.starts_with("rule is for ");
     });
     if (unrelated || miss.failed.empty()) continue;
     out += " (closest rule " + quoted(miss.rule) + ": ";
@@ -302,8 +299,11 @@ std::string KubeGateway::denial_reason(const policy::Policy& policy, const polic
 bool KubeGateway::drops_header(std::string_view lower_name) const {
   // The proxy authenticates to the apiserver with its own certificate and names the client in
   // identity headers: the client's credentials stay here.
-  return lower_name == "authorization" && (forward_ == config::ForwardIdentity::impersonate ||
-                                           forward_ == config::ForwardIdentity::remote_user);
+  return lower_name == "authorization" && names_client();
+}
+
+bool KubeGateway::names_client() const {
+  return forward_ == config::ForwardIdentity::impersonate || forward_ == config::ForwardIdentity::remote_user;
 }
 
 void KubeGateway::append_identity_headers(std::string& out) const {

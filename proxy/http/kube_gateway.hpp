@@ -34,8 +34,8 @@ class KubeGateway {
   // Resolves the request and authenticates the client. `peer`: the verified client certificate,
   // if any. Awaits a TokenReview only for a bearer token that is not cached.
   net::awaitable<std::optional<Refusal>> prepare(const ListenerRuntime& listener, const certs::Identity* peer,
-                                                 std::string_view method, std::string_view path,
-                                                 std::string_view query, std::span<const policy::Header> fields);
+                                                 std::string_view method, std::string_view path, std::string_view query,
+                                                 std::span<const policy::Header> fields);
 
   const policy::KubeAttributes& attributes() const { return attrs_; }
   // Who the policy decides for and who is impersonated; null = anonymous.
@@ -55,6 +55,9 @@ class KubeGateway {
   void fill_record(observe::AccessRecord& record) const;
 
  private:
+  // impersonate / remote_user: the proxy names the client in headers it sets itself.
+  bool names_client() const;
+
   config::ForwardIdentity forward_ = config::ForwardIdentity::impersonate;
   policy::KubeAttributes attrs_;
   std::string resource_;

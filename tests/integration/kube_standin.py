@@ -292,6 +292,10 @@ class StandInApiserver:
                         head += bytes([127]) + struct.pack(">Q", n)
                     conn.sendall(head + payload)
 
+                # kubectl registers its streams just after the handshake and discards data for a
+                # stream it has not registered yet ("Unknown stream id 1"); a real command takes a
+                # moment to start, so the stand-in does too.
+                time.sleep(0.5)
                 frame(2, b"\x01" + self.exec_output(q))  # channel 1: stdout
                 frame(2, b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode())  # 3: status
                 frame(8, struct.pack(">H", 1000))  # close
