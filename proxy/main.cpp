@@ -12,6 +12,7 @@
 #include "proxy/config.hpp"
 #include "proxy/demo.hpp"
 #include "proxy/firewall_glue.hpp"
+#include "proxy/http/docker_gateway.hpp"
 #include "proxy/observe/access_log.hpp"
 #include "proxy/privileges.hpp"
 #include "proxy/server.hpp"
@@ -37,6 +38,7 @@ int cmd_check(const std::string& path) {
   try {
     auto cfg = config::load_file(path);
     auto warnings = cfg.warnings;
+    for (auto& w : http::docker_config_warnings(cfg)) warnings.push_back(std::move(w));
     build_snapshot(std::move(cfg));  // builds TLS contexts: catches unusable certificates and keys
     print_diagnostics(warnings);
     std::cout << path << ": ok" << (warnings.empty() ? "" : " (with warnings)") << "\n";
@@ -64,6 +66,7 @@ int cmd_run(const std::string& path, bool no_firewall) {
     auto cfg = config::load_file(path);
     setup_logging(cfg.log.level);
     for (const auto& w : cfg.warnings) spdlog::warn("{}", w.str());
+    for (const auto& w : http::docker_config_warnings(cfg)) spdlog::warn("{}", w.str());
     snap = build_snapshot(std::move(cfg));
   } catch (const config::ConfigError& e) {
     print_diagnostics(e.diagnostics);

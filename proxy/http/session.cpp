@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "proxy/http/docker_gateway.hpp"
 #include "proxy/http/head_check.hpp"
 #include "proxy/http/kube_gateway.hpp"
 #include "proxy/http/parser.hpp"
@@ -330,6 +331,17 @@ class HttpSession {
       if (refusal) co_return co_await refuse(refusal->status, refusal->kind, std::move(refusal->reason));
     }
 
+    // Docker listeners: the action, and the create/update bodies read whole and inspected.
+    std::optional<http::DockerGate> docker;
+    if (lrt_->cfg.protocol == config::Protocol::docker) {
+      docker.emplace();
+      std::string why = co_await docker->prepare(req, path_, query_, limits_, lrt_->upstream->cfg,
+                                                 http::DownstreamBody{in_, down_, deadline_, bytes_in_});
+      record_.docker_action = docker->attrs.action;
+      if (!why.empty()) co_return co_await deny(std::move(why), "", true);
+    }
+    const bool buffered = docker && docker->buffered;  // forwarded from docker->body, not relayed
+
     policy::Request pr;
     pr.peer = peer_ ? &*peer_ : nullptr;
     if (kube) pr.peer = kube->identity();
@@ -339,11 +351,13 @@ class HttpSession {
     pr.path = path_;
     pr.query = query_;
     pr.headers = req.fields;
+    if (docker) pr.docker = &docker->attrs;
     auto decision = lrt_->policy->decide(pr);
     if (kube && !decision.allowed()) decision.reason = kube->denial_reason(*lrt_->policy, pr, decision);
     record_.rule = decision.rule;
     record_.reason = decision.reason;
-    if (!decision.allowed()) co_return co_await deny(decision.reason, decision.rule, has_body);
+    if (!decision.allowed() && docker) decision.reason = http::docker_denial_reason(*lrt_->policy, pr, decision);
+    if (!decision.allowed()) co_return co_await deny(decision.reason, decision.rule, has_body || buffered);
     record_.outcome = decision.outcome == policy::Decision::Outcome::audit_deny ? "audit-deny" : "allow";
 
     // Allowed: the request goes upstream.
@@ -380,7 +394,8 @@ class HttpSession {
       out += "x-remote-user: " + peer_->user + "\r\n";
       for (const auto& g : peer_->groups) out += "x-remote-group: " + g + "\r\n";
     }
-    if (req.chunked()) out += "transfer-encoding: chunked\r\n";
+    if (buffered) out += "content-length: " + std::to_string(docker->body.size()) + "\r\n";
+    else if (req.chunked()) out += "transfer-encoding: chunked\r\n";
     else if (req.content_length()) out += "content-length: " + std::to_string(*req.content_length()) + "\r\n";
     if (upgrade) {
       out += "connection: upgrade\r\nupgrade: ";
@@ -388,6 +403,7 @@ class HttpSession {
       out += "\r\n";
     }
     out += "\r\n";
+    if (buffered) out += docker->body;  // exactly the bytes inspected
 
     if (!co_await ensure_upstream()) co_return false;
     deadline_.arm(ms(limits_.idle_timeout_ms), "upstream write timeout");
@@ -400,7 +416,7 @@ class HttpSession {
     }
     if (wec) co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + wec.message());
 
-    if (expect_continue && has_body) {
+    if (expect_continue && has_body && !buffered) {
       static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
       co_await down_.write_all(asio::buffer(cont));
     }
@@ -438,7 +454,7 @@ class HttpSession {
       in_.commit(rn);
       bytes_in_ += rn;
     }
-    if (req.chunked()) {
+    if (req.chunked() && !buffered) {
       static constexpr std::string_view last = "0\r\n\r\n";
       if (auto e = co_await up_.write_all(asio::buffer(last)))
         co_return co_await upstream_failed(502, "sending the request body to the upstream failed: " + e.message());

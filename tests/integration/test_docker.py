@@ -1,0 +1,479 @@
+"""protocol: docker (issue 9): the real docker CLI (v28) in TLS mode through Portcullis to a
+private real dockerd (dockerd.py). Denials must reach the user as the CLI prints them
+("Error response from daemon: portcullis: ..."), every body that cannot be inspected is refused
+(raw requests over mTLS), and what dockerd receives is what was checked."""
+import json
+import os
+import queue
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+from dockerd import DOCKER, dockerd  # noqa: F401  (dockerd is a fixture)
+from harness import BIN, Pki, Proxy, client_tls_context, raw_exchange, tmpdir
+
+INSPECT_LIMIT = 65536
+
+
+def docker_config(pki, sock, data_dir):
+    return f"""
+workers: 2
+tls:
+  gateway: {{ cert: {pki.server_cert}, key: {pki.server_key}, ca: {pki.ca.ca_path} }}
+upstreams:
+  docker: {{ address: unix://{sock} }}
+listeners:
+  - name: docker
+    address: 127.0.0.1:0
+    tls: gateway
+    protocol: docker
+    upstream: docker
+    policy: docker
+    limits: {{ inspect_body_bytes: {INSPECT_LIMIT} }}
+policies:
+  docker:
+    rules:
+      - name: readers-read
+        from: {{ groups: [readers] }}
+        docker: {{ actions: [read] }}
+      - name: ops-run-official
+        from: {{ groups: [ops] }}
+        docker:
+          actions: [read, "container.*", image.pull, volume.create, service.create, service.update]
+          images: ["docker.io/library/*"]
+          bind_sources: ["{data_dir}/**"]
+"""
+
+
+class Gateway:
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.dir = tmpdir()
+        self.pki = Pki(self.dir)
+        self.pki.client("reader", orgs=["readers"])
+        self.pki.client("ops", orgs=["ops"])
+        self.data = os.path.join(self.dir, "data")
+        os.makedirs(self.data)
+        with open(os.path.join(self.data, "greeting"), "w") as f:
+            f.write("hello from the host\n")
+        self.proxy = Proxy(docker_config(self.pki, daemon.sock, self.data), self.dir)
+        self.port = self.proxy.port("docker")
+
+    def cert_path(self, client):
+        """A DOCKER_CERT_PATH for `client`: ca.pem, cert.pem, key.pem."""
+        d = os.path.join(self.dir, "docker-" + client)
+        if not os.path.isdir(d):
+            os.makedirs(d)
+            crt, key = self.pki.client(client)
+            shutil.copy(self.pki.ca.ca_path, os.path.join(d, "ca.pem"))
+            shutil.copy(crt, os.path.join(d, "cert.pem"))
+            shutil.copy(key, os.path.join(d, "key.pem"))
+        return d
+
+    def env(self, client):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        e.update(DOCKER_HOST=f"tcp://127.0.0.1:{self.port}", DOCKER_TLS_VERIFY="1",
+                 DOCKER_CERT_PATH=self.cert_path(client), DOCKER_CONFIG=os.path.join(self.dir, "cli-config"))
+        return e
+
+    def docker(self, client, *args, input=None, timeout=120):
+        """The docker CLI through the gateway as `client`; returns (rc, stdout, stderr)."""
+        p = subprocess.run([DOCKER, *args], capture_output=True, text=True, input=input, timeout=timeout,
+                           env=self.env(client))
+        return p.returncode, p.stdout, p.stderr
+
+    def popen(self, client, *args):
+        return subprocess.Popen([DOCKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env(client))
+
+    def raw(self, data, client="ops"):
+        """One raw HTTP/1.1 exchange over mTLS; returns (status, parsed JSON body or text)."""
+        out = raw_exchange(self.port, data, self.pki, client, timeout=30)
+        head, _, body = out.partition(b"\r\n\r\n")
+        status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode(errors="replace")
+
+    def raw_early_answer(self, data, client="ops"):
+        """Like raw(), for a request the proxy may answer before the client has sent it all: sends
+        in pieces and stops sending as soon as an answer is readable or sending fails."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        s = client_tls_context(self.pki, client).wrap_socket(s, server_hostname="localhost")
+        out = b""
+        try:
+            for i in range(0, len(data), 8192):
+                s.sendall(data[i:i + 8192])
+                s.setblocking(False)  # an answer already? (TLS 1.3 tickets alone make select() say yes)
+                try:
+                    out += s.recv(65536)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    pass
+                finally:
+                    s.settimeout(30)
+                if out:
+                    break
+        except (ssl.SSLError, OSError):
+            pass
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except (socket.timeout, ssl.SSLError, OSError):
+            pass
+        s.close()
+        head, _, body = out.partition(b"\r\n\r\n")
+        status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
+        return status, json.loads(body) if status else out
+
+    def close(self):
+        self.proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(dockerd):  # noqa: F811
+    g = Gateway(dockerd)
+    yield g
+    g.close()
+
+
+def container_names(daemon):
+    out = daemon.cli("ps", "-a", "--format", "{{.Names}}").stdout
+    return set(out.split())
+
+
+def post(path, body, headers=(), content_type="application/json"):
+    """A POST with a Content-Length body (bytes) and Connection: close."""
+    h = [f"POST {path} HTTP/1.1", "Host: docker", "Connection: close"]
+    if content_type:
+        h.append(f"Content-Type: {content_type}")
+    h += list(headers)
+    if not any(x.lower().startswith(("content-length", "transfer-encoding")) for x in headers):
+        h.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(h) + "\r\n\r\n").encode() + body
+
+
+def chunked(body, size=7):
+    out = b""
+    for i in range(0, len(body), size):
+        piece = body[i:i + size]
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+    return out + b"0\r\n\r\n"
+
+
+def line_reader(p):
+    """A queue of p's stdout lines, so every wait on a stream can be bounded (a hang fails)."""
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in p.stdout], daemon=True).start()
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The docker CLI
+
+
+def test_read_only_identity_sees_version_and_ps_but_cannot_run(gw):
+    rc, out, err = gw.docker("reader", "version", "--format", "{{.Server.Version}}")
+    assert rc == 0, err
+    assert out.strip() == gw.daemon.server_version
+    gw.daemon.cli("create", "--name", "listed-for-reader", "--network", "none", "busybox", "true")
+    rc, out, err = gw.docker("reader", "ps", "-a", "--format", "{{.Names}}")
+    assert rc == 0, err
+    assert "listed-for-reader" in out.split()
+    rc, out, err = gw.docker("reader", "run", "--rm", "--network", "none", "busybox", "echo", "hi")
+    assert rc != 0
+    assert "Error response from daemon: portcullis:" in err
+    assert "container.create" in err
+    assert "hi" not in out
+
+
+def test_allowed_identity_runs_an_official_image_and_sees_its_output(gw):
+    rc, out, err = gw.docker("ops", "run", "--rm", "--network", "none", "busybox", "echo", "hi")
+    assert rc == 0, err
+    assert out == "hi\n"
+
+
+def test_bind_inside_bind_sources_reaches_the_container(gw):
+    rc, out, err = gw.docker("ops", "run", "--rm", "--network", "none", "-v", f"{gw.data}:/data:ro",
+                             "busybox", "cat", "/data/greeting")
+    assert rc == 0, err
+    assert out == "hello from the host\n"
+
+
+def test_stdin_reaches_the_container_and_output_comes_back_after_stdin_closes(gw):
+    # `-i`: the hijacked attach stream; the CLI half-closes when stdin ends and keeps reading.
+    rc, out, err = gw.docker("ops", "run", "--rm", "-i", "--network", "none", "busybox", "cat",
+                             input="line one\nline two\n")
+    assert rc == 0, err
+    assert out == "line one\nline two\n"
+
+
+def test_exec_into_a_running_container(gw):
+    rc, out, err = gw.docker("ops", "run", "-d", "--name", "exec-target", "--network", "none", "busybox",
+                             "sleep", "300")
+    assert rc == 0, err
+    try:
+        rc, out, err = gw.docker("ops", "exec", "exec-target", "echo", "from exec")
+        assert rc == 0, err
+        assert out == "from exec\n"
+        rc, out, err = gw.docker("ops", "exec", "-i", "exec-target", "cat", input="piped through exec\n")
+        assert rc == 0, err
+        assert out == "piped through exec\n"
+        rc, out, err = gw.docker("ops", "exec", "--privileged", "exec-target", "true")
+        assert rc != 0
+        assert "Error response from daemon: portcullis:" in err and "privileged" in err.lower()
+    finally:
+        gw.daemon.cli("rm", "-f", "exec-target", check=False)
+
+
+def test_logs_follow_streams_while_the_container_runs(gw):
+    rc, out, err = gw.docker("ops", "run", "-d", "--name", "chatty", "--network", "none", "busybox", "sh", "-c",
+                             "echo first; sleep 300")
+    assert rc == 0, err
+    p = gw.popen("ops", "logs", "-f", "chatty")
+    lines = line_reader(p)
+    try:
+        assert lines.get(timeout=60) == "first"
+        # The line arrived while the container is still running: the response was streamed.
+        assert gw.daemon.cli("inspect", "-f", "{{.State.Running}}", "chatty").stdout.strip() == "true"
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.communicate(timeout=30)
+        gw.daemon.cli("rm", "-f", "chatty", check=False)
+
+
+def test_events_stream(gw):
+    p = gw.popen("reader", "events", "--filter", "container=evented", "--format", "{{.Action}}")
+    lines = line_reader(p)
+    try:
+        # Events flow only once the subscription is in place: repeat until the first arrives.
+        first = None
+        for _ in range(10):
+            gw.daemon.cli("create", "--name", "evented", "--network", "none", "busybox", "true")
+            gw.daemon.cli("rm", "evented")
+            try:
+                first = lines.get(timeout=10)
+                break
+            except queue.Empty:
+                assert p.poll() is None, p.stderr.read()
+        assert first in ("create", "destroy")
+        # The stream stays open: later events keep arriving on it, in order.
+        while not lines.empty():
+            lines.get()
+        gw.daemon.cli("create", "--name", "evented", "--network", "none", "busybox", "true")
+        assert lines.get(timeout=60) == "create"
+        gw.daemon.cli("rm", "evented")
+        assert lines.get(timeout=60) == "destroy"
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.communicate(timeout=30)
+
+
+REFUSED_RUNS = [
+    (["--privileged"], "privileged"),
+    (["-v", "/:/host"], "bind"),
+    (["--pid=host"], "pid"),
+    (["--cap-add", "SYS_ADMIN"], "cap"),
+    (["--security-opt", "seccomp=unconfined"], "seccomp"),
+    (["--volumes-from", "exec-target"], "volumes"),
+    (["--sysctl", "net.ipv4.ip_forward=1"], "sysctl"),
+]
+
+
+@pytest.mark.parametrize("flags,word", REFUSED_RUNS, ids=[" ".join(f) for f, _ in REFUSED_RUNS])
+def test_dangerous_run_is_refused_with_our_reason(gw, flags, word):
+    before = container_names(gw.daemon)
+    rc, out, err = gw.docker("ops", "run", "--rm", "--network", "none", *flags, "busybox", "echo", "ran")
+    assert rc != 0
+    assert "Error response from daemon: portcullis:" in err, err
+    assert word in err.lower(), err
+    assert "ran" not in out
+    assert container_names(gw.daemon) == before
+
+
+def test_docker_socket_bind_is_refused_even_through_a_symlink(gw):
+    link = os.path.join(gw.data, "innocent.sock")
+    if not os.path.lexists(link):
+        os.symlink(gw.daemon.sock, link)
+    for source in (gw.daemon.sock, link, "/var/run/docker.sock"):
+        rc, out, err = gw.docker("ops", "run", "--rm", "--network", "none", "-v", f"{source}:/var/run/docker.sock",
+                                 "busybox", "true")
+        assert rc != 0
+        assert "Error response from daemon: portcullis:" in err, err
+        assert "socket" in err.lower() or "resolved" in err.lower(), err
+
+
+def test_unofficial_image_and_image_id_are_refused(gw):
+    rc, out, err = gw.docker("ops", "run", "--rm", "--network", "none", "evil.example/tool:1", "true")
+    assert rc != 0
+    assert "Error response from daemon: portcullis:" in err and "evil.example/tool:1" in err, err
+    short_id = gw.daemon.image_id.split(":")[1][:12]
+    rc, out, err = gw.docker("ops", "run", "--rm", "--network", "none", short_id, "true")
+    assert rc != 0
+    assert "Error response from daemon: portcullis:" in err and "image_ids" in err, err
+
+
+def test_allowed_settings_arrive_at_dockerd_as_checked(gw):
+    rc, out, err = gw.docker("ops", "create", "--name", "checked-settings", "--network", "none", "-e", "COLOR=blue",
+                             "--label", "team=ops", "-v", f"{gw.data}:/data", "busybox", "true")
+    assert rc == 0, err
+    try:
+        info = json.loads(gw.daemon.cli("inspect", "checked-settings").stdout)[0]
+        assert "COLOR=blue" in info["Config"]["Env"]
+        assert info["Config"]["Labels"] == {"team": "ops"}
+        assert info["HostConfig"]["Binds"] == [f"{gw.data}:/data"]
+        assert info["HostConfig"]["Privileged"] is False
+    finally:
+        gw.daemon.cli("rm", "-f", "checked-settings", check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw requests: every body that cannot be inspected is refused
+
+
+PRIVILEGED = b'{"Image":"busybox","Cmd":["true"],"HostConfig":{"Privileged":true,"NetworkMode":"none"}}'
+
+
+def allowed_body(label):
+    return json.dumps({"Image": "busybox", "Cmd": ["true"], "Labels": {"checked": label},
+                       "HostConfig": {"NetworkMode": "none"}}).encode()
+
+
+def assert_refused(gw, data, *words, client="ops", early=False):
+    before = container_names(gw.daemon)
+    status, body = gw.raw_early_answer(data, client) if early else gw.raw(data, client)
+    assert status == 403, body
+    assert isinstance(body, dict) and body["message"].startswith("portcullis: "), body
+    for w in words:
+        assert w in body["message"].lower(), body
+    assert container_names(gw.daemon) == before
+    return body["message"]
+
+
+def created_label(gw, name):
+    info = json.loads(gw.daemon.cli("inspect", name).stdout)[0]
+    gw.daemon.cli("rm", "-f", name, check=False)
+    return info["Config"]["Labels"].get("checked"), info["HostConfig"]["Privileged"]
+
+
+def test_content_length_zero_with_a_body_is_refused(gw):
+    # CVE-2024-41110: a zero Content-Length made the authz plugin skip the body dockerd then read.
+    data = post("/v1.41/containers/create?name=cl0", b"", headers=["Content-Length: 0"]) + PRIVILEGED
+    assert_refused(gw, data, "empty")
+
+
+def test_missing_body_is_refused(gw):
+    assert_refused(gw, post("/containers/create?name=nobody", b""), "empty")
+
+
+def test_chunked_body_is_inspected_and_forwarded_with_its_length(gw):
+    assert_refused(gw, post("/containers/create?name=chunky-bad", chunked(PRIVILEGED),
+                            headers=["Transfer-Encoding: chunked"]), "privileged")
+    status, body = gw.raw(post("/containers/create?name=chunky-good", chunked(allowed_body("chunked")),
+                               headers=["Transfer-Encoding: chunked"]))
+    assert status == 201, body
+    assert created_label(gw, "chunky-good") == ("chunked", False)
+
+
+def test_charset_parameter_is_inspected_not_skipped(gw):
+    # moby#36317: `application/json; charset=utf-8` gave the authz plugin an empty body.
+    assert_refused(gw, post("/containers/create?name=cs-bad", PRIVILEGED, content_type="application/json; charset=utf-8"),
+                   "privileged")
+    status, body = gw.raw(post("/containers/create?name=cs-good", allowed_body("charset"),
+                               content_type="application/json; charset=utf-8"))
+    assert status == 201, body
+    assert created_label(gw, "cs-good") == ("charset", False)
+
+
+def test_other_charsets_and_form_bodies_are_refused(gw):
+    assert_refused(gw, post("/containers/create?name=latin", allowed_body("x"),
+                            content_type="application/json; charset=iso-8859-1"), "charset")
+    assert_refused(gw, post("/containers/create?name=form", b"fromImage=evil.example/tool",
+                            content_type="application/x-www-form-urlencoded"), "form")
+    assert_refused(gw, post("/containers/create?name=twotypes", allowed_body("x"),
+                            headers=["Content-Type: text/plain"]), "content-type")
+
+
+def test_body_over_the_inspection_limit_is_refused(gw):
+    # CVE-2026-34040: oversized bodies were dropped before the plugin saw them.
+    big = json.dumps({"Image": "busybox", "Cmd": ["true"], "Labels": {"pad": "x" * INSPECT_LIMIT},
+                      "HostConfig": {"Privileged": True}}).encode()
+    assert_refused(gw, post("/containers/create?name=big", big), "inspect_body_bytes", early=True)
+    assert_refused(gw, post("/containers/create?name=bigchunked", chunked(big, 4096),
+                            headers=["Transfer-Encoding: chunked"]), "inspect_body_bytes", early=True)
+
+
+def test_duplicate_keys_are_refused(gw):
+    twice = b'{"Image":"busybox","HostConfig":{"Privileged":false,"Privileged":true}}'
+    assert_refused(gw, post("/containers/create?name=dup", twice), "duplicate")
+    # Go's encoding/json matches field names case-insensitively: `privileged` is Privileged.
+    folded = b'{"Image":"busybox","HostConfig":{"Privileged":false,"privileged":true}}'
+    assert_refused(gw, post("/containers/create?name=dupcase", folded), "duplicate")
+
+
+def test_not_json_is_refused(gw):
+    assert_refused(gw, post("/containers/create?name=notjson", b'{"Image":"busybox",'), "json")
+    assert_refused(gw, post("/containers/create?name=trailing", allowed_body("x") + b' {"HostConfig":{}}'))
+
+
+def test_service_create_with_privileges_is_refused(gw):
+    caps = json.dumps({"Name": "svc", "TaskTemplate": {"ContainerSpec": {
+        "Image": "busybox", "CapabilityAdd": ["CAP_SYS_ADMIN"]}}}).encode()
+    assert_refused(gw, post("/v1.41/services/create", caps), "cap")
+    root = json.dumps({"Name": "svc", "TaskTemplate": {"ContainerSpec": {
+        "Image": "busybox", "Mounts": [{"Type": "bind", "Source": "/", "Target": "/host"}]}}}).encode()
+    assert_refused(gw, post("/v1.41/services/create", root), "/")
+
+
+def test_volume_binding_the_host_root_is_refused(gw):
+    body = json.dumps({"Name": "rootvol", "Driver": "local",
+                       "DriverOpts": {"type": "none", "o": "bind", "device": "/"}}).encode()
+    assert_refused(gw, post("/volumes/create", body), "/")
+    assert "rootvol" not in gw.daemon.cli("volume", "ls", "-q").stdout.split()
+
+
+def test_reader_cannot_create_even_with_a_clean_body(gw):
+    msg = assert_refused(gw, post("/containers/create?name=reader", allowed_body("x")), client="reader")
+    assert "container.create" in msg
+
+
+def test_access_log_names_the_docker_action(gw):
+    gw.docker("reader", "ps")
+    actions = {line.get("docker.action") for line in gw.proxy.access_log() if line.get("listener.name") == "docker"}
+    assert {"read", "container.create"} <= actions
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped config and `portcullis check`
+
+
+def test_check_warns_about_renaming_actions_with_images_and_an_open_socket(tmp_path):
+    d = str(tmp_path)
+    pki = Pki(d)
+    sock = os.path.join(d, "open.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(sock)
+    os.chmod(sock, 0o666)
+    cfg = os.path.join(d, "c.yaml")
+    with open(cfg, "w") as f:
+        f.write(docker_config(pki, sock, d).replace("service.update]", "service.update, image.tag]"))
+    p = subprocess.run([BIN, "check", "-c", cfg], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "warning:" in p.stderr and "image.tag" in p.stderr and "ops-run-official" in p.stderr, p.stderr
+    assert f"socket {sock} is mode 0666" in p.stderr, p.stderr
+    os.chmod(sock, 0o600)
+    with open(cfg, "w") as f:
+        f.write(docker_config(pki, sock, d))
+    p = subprocess.run([BIN, "check", "-c", cfg], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "warning" not in p.stderr, p.stderr
+    s.close()
