@@ -14,6 +14,7 @@
 #include "proxy/firewall_glue.hpp"
 #include "proxy/http/docker_gateway.hpp"
 #include "proxy/observe/access_log.hpp"
+#include "proxy/observe/probes.hpp"
 #include "proxy/privileges.hpp"
 #include "proxy/server.hpp"
 #include "proxy/version.hpp"
@@ -82,11 +83,20 @@ int cmd_run(const std::string& path, bool no_firewall) {
   options.no_firewall = no_firewall;
     Server server(snap, options);
     server.bind();
+    // The kubelet's probes (docs/deploy.md): bound with the listeners, served until the proxy exits.
+    std::unique_ptr<observe::ProbesListener> probes;
+    if (snap->config.probes) {
+      std::map<std::string, observe::AppProbe> app_probes;
+      if (const char* env = std::getenv("PORTCULLIS_APP_PROBES")) app_probes = observe::parse_app_probes(env);
+      probes = std::make_unique<observe::ProbesListener>(*snap->config.probes, std::move(app_probes));
+      spdlog::info("listener 'probes' ready on {}", probes->address());
+    }
     options.firewall_applied = true;
     if (const auto& ra = snap->config.run_as) {
       drop_privileges(ra->uid, ra->gid);  // after binding and the firewall: nothing later needs root
       spdlog::info("running as uid {} gid {} with no capabilities", ra->uid, ra->gid);
     }
+    if (probes) probes->start();
     return server.run();
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

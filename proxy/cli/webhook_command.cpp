@@ -33,6 +33,7 @@
 #include "certs/tls.hpp"
 #include "proxy/cli/commands.hpp"
 #include "proxy/inject/admission.hpp"
+#include "proxy/net/accept_loop.hpp"
 #include "proxy/net/deadline.hpp"
 #include "proxy/net/stream.hpp"
 
@@ -157,7 +158,8 @@ asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<SSL_CTX> ct
   net::Stream stream{std::unique_ptr<net::TlsSocket>(tls)};
   net::Deadline deadline(tls->socket().get_executor(), [&stream] { stream.close(); });
   deadline.arm(std::chrono::seconds(10), "handshake timeout");
-  if (auto ec = co_await tls->handshake()) {
+  const auto ec = co_await tls->handshake();
+  if (ec) {
     spdlog::debug("webhook: TLS handshake failed: {}", ec.message());
     deadline.stop();
     co_return;
@@ -212,19 +214,6 @@ asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<SSL_CTX> ct
   stream.close();
 }
 
-asio::awaitable<void> accept_loop(net::tcp::acceptor &acceptor, std::shared_ptr<SSL_CTX> ctx,
-                                  std::shared_ptr<const inject::Options> options) {
-  for (;;) {
-    auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) {
-      spdlog::warn("webhook: accept failed: {}", ec.message());
-      continue;
-    }
-    asio::co_spawn(acceptor.get_executor(), serve(std::move(sock), ctx, options), asio::detached);
-  }
-}
-
 int run_webhook(const std::string &path) {
   if (!spdlog::get("portcullis")) {
     auto logger = spdlog::stderr_color_mt("portcullis");
@@ -264,7 +253,11 @@ int run_webhook(const std::string &path) {
     acceptor.close(ignored);
     ioc.stop();
   });
-  asio::co_spawn(ioc, accept_loop(acceptor, ctx, std::make_shared<const inject::Options>(cfg.options)), asio::detached);
+  auto options = std::make_shared<const inject::Options>(cfg.options);
+  asio::co_spawn(ioc,
+                 net::accept_each(acceptor, "webhook",
+                                  [ctx, options](net::tcp::socket s) { return serve(std::move(s), ctx, options); }),
+                 asio::detached);
   ioc.run();
   return 0;
 }

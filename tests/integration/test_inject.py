@@ -4,13 +4,15 @@ the example's "after" file being current, every manifest parsing with the struct
 deployment needs, the embedded configs passing `portcullis check`, and the injected init
 container's arguments being accepted by `portcullis firewall`."""
 import glob
+import json
 import os
+import ssl
 import shutil
 import subprocess
 
 import yaml
 
-from harness import BIN, Pki, tmpdir
+from harness import BIN, Pki, Proxy, RecordingUpstream, curl, paths_rule, sidecar_config, tmpdir
 
 ROOT = os.path.join(os.path.dirname(__file__), "../..")
 GOLDEN = os.path.join(ROOT, "tests/unit/inject/golden")
@@ -205,4 +207,71 @@ def test_embedded_configs_pass_check_and_init_container_args_are_accepted():
                        text=True, timeout=60)
     # `check` may warn (e.g. about the docker socket's mode on this host), but must not fail.
     assert p.returncode == 0, p.stdout + p.stderr
+    shutil.rmtree(d)
+
+
+def test_sidecar_probes_listener_serves_the_rewritten_app_probes():
+    """The probes an injected pod's kubelet sends: /healthz/ready for the sidecar and the app's own
+    probes at /app-health/..., forwarded to the app as PORTCULLIS_APP_PROBES (from inject) says."""
+    out = inject("-f", os.path.join(GOLDEN, "pod.in.yaml"))
+    pod = yaml.safe_load(out.stdout)
+    proxy_c = pod["spec"]["initContainers"][1]
+    recorded = json.loads({e["name"]: e["value"] for e in proxy_c["env"]}["PORTCULLIS_APP_PROBES"])
+    d = tmpdir()
+    pki = Pki(d)
+    app = RecordingUpstream()
+    tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    tls_app = RecordingUpstream(tls_context=tls_ctx)
+    for probe in recorded.values():
+        probe["httpGet"]["port"] = app.port  # the app's 8080, here a kernel-chosen port
+    recorded["/app-health/app/startupz"] = {"httpGet": {"path": "/tls-start", "port": tls_app.port, "scheme": "HTTPS"}}
+    recorded["/app-health/gone/livez"] = {"httpGet": {"path": "/x", "port": 1}, "timeoutSeconds": 1}
+    config = sidecar_config(app.address, pki.server_cert, pki.server_key, pki.ca.ca_path, paths_rule("r", '["/**"]'),
+                            top="probes:\n  address: 127.0.0.1:0\n")
+    os.environ["PORTCULLIS_APP_PROBES"] = json.dumps(recorded)
+    try:
+        proxy = Proxy(config, d)
+    finally:
+        del os.environ["PORTCULLIS_APP_PROBES"]
+    try:
+        # Announced before the listeners, so wait_ready has read it already.
+        port = proxy.port("probes")
+
+        def get(path):
+            code, body, err = curl("-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}{path}")
+            assert code == 0, err
+            return int(body)
+
+        assert get("/healthz/ready") == 200
+        assert get(pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["path"]) == 200
+        assert get("/app-health/app/readyz") == 200
+        assert get("/app-health/app/startupz") == 200
+        live, ready = [r for r in app.requests if r["path"] in ("/healthz", "/ready")]
+        assert (live["path"], live["headers"].get("x-probe")) == ("/healthz", "liveness")
+        assert ready["path"] == "/ready"
+        assert [r["path"] for r in tls_app.requests] == ["/tls-start"]
+        assert get("/app-health/gone/livez") == 503  # nothing listens: the probe fails
+        assert get("/app-health/nobody/livez") == 404
+        assert get("/api/v1/products") == 404  # the probes port is not a way around the policy
+        assert app.paths().count("/api/v1/products") == 0
+    finally:
+        proxy.stop()
+        app.close()
+        tls_app.close()
+    shutil.rmtree(d)
+
+
+def test_a_bad_probes_environment_stops_the_sidecar():
+    d = tmpdir()
+    pki = Pki(d)
+    config = sidecar_config("tcp://127.0.0.1:9", pki.server_cert, pki.server_key, pki.ca.ca_path,
+                            paths_rule("r", '["/**"]'), top="probes:\n  address: 127.0.0.1:0\n")
+    os.environ["PORTCULLIS_APP_PROBES"] = '{"/app-health/a/livez": {"httpGet": {"path": "/x", "port": "http"}}}'
+    try:
+        proxy = Proxy(config, d, expect_ready=False)
+        assert proxy.proc.wait(30) == 2
+    finally:
+        del os.environ["PORTCULLIS_APP_PROBES"]
+    assert "PORTCULLIS_APP_PROBES: /app-health/a/livez: httpGet.port must be a port number" in proxy.stderr()
     shutil.rmtree(d)
