@@ -477,3 +477,48 @@ def test_check_warns_about_renaming_actions_with_images_and_an_open_socket(tmp_p
     assert p.returncode == 0, p.stderr
     assert "warning" not in p.stderr, p.stderr
     s.close()
+
+
+ROOT = os.path.join(os.path.dirname(__file__), "../..")
+
+
+def test_shipped_gateway_config_passes_check_and_keeps_2375_closed(tmp_path):
+    # configs/docker-gateway.yaml with certificates where its relative paths point.
+    d = str(tmp_path)
+    os.makedirs(os.path.join(d, "configs"))
+    shutil.copy(os.path.join(ROOT, "configs/docker-gateway.yaml"), os.path.join(d, "configs"))
+    pki = os.path.join(d, "pki")
+    for args in (["certs", "init", "--dir", pki],
+                 ["certs", "issue", "--ca", pki, "--out", pki, "--name", "docker-gateway", "--server",
+                  "--ip", "127.0.0.1"]):
+        p = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    cfg = os.path.join(d, "configs", "docker-gateway.yaml")
+    p = subprocess.run([BIN, "check", "-c", cfg], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "image.tag" not in p.stderr and "image.build" not in p.stderr, p.stderr
+    plan = subprocess.run([BIN, "firewall", "plan", "-c", cfg], capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    # Only the listed CIDRs reach 2376; everything else addressed to the host, 2375 included, is dropped.
+    assert "10.20.0.0/16 . tcp . 2376" in plan.stdout
+    assert "2375" not in plan.stdout
+    allow_chain = plan.stdout.split("chain ingress_allow {")[1].split("}")[0]
+    assert allow_chain.strip().splitlines()[-1].strip() == "counter drop"
+
+
+def test_systemd_unit_verifies(tmp_path):
+    # systemd-analyze checks every directive and that ExecStart* binaries exist: point them at ours.
+    unit = open(os.path.join(ROOT, "configs/systemd/portcullis-docker-gateway.service")).read()
+    assert "ExecStartPre=/usr/local/bin/portcullis firewall apply" in unit
+    for hardening in ("NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=CAP_NET_ADMIN",
+                      "--no-firewall"):
+        assert hardening in unit
+    path = os.path.join(str(tmp_path), "portcullis-docker-gateway.service")
+    with open(path, "w") as f:
+        f.write(unit.replace("/usr/local/bin/portcullis", os.path.abspath(BIN)))
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing (Debian package systemd)"
+    p = subprocess.run([analyze, "verify", path], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    complaints = [line for line in p.stderr.splitlines() if "portcullis-docker-gateway" in line]
+    assert complaints == [], p.stderr
