@@ -22,6 +22,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -172,6 +173,7 @@ asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<SSL_CTX> ct
     parser.eager(true);
     deadline.arm(std::chrono::seconds(60), "idle timeout");
     beast::error_code pec;
+    bool continued = false;
     while (!parser.is_done()) {
       if (buffer.size() > 0) {
         const auto used = parser.put(buffer.data(), pec);
@@ -181,6 +183,16 @@ asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<SSL_CTX> ct
         else if (pec)
           break;
         if (parser.is_done() || used > 0) continue;
+      }
+      // curl sends `Expect: 100-continue` before a large body and would wait a second for this.
+      if (parser.is_header_done() && !continued && beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
+        continued = true;
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        const auto cec = co_await stream.write_all(asio::buffer(kContinue.data(), kContinue.size()));
+        if (cec) {
+          deadline.stop();
+          co_return;
+        }
       }
       auto [ec, n] = co_await stream.read_some(buffer.prepare(16 * 1024));
       if (ec) {

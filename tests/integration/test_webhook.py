@@ -148,6 +148,17 @@ def test_a_pod_without_init_containers_or_volumes(hook):
                                  "--secret", "shop-workload")
 
 
+def test_curl_expect_100_continue_is_answered(hook):
+    """Clients that ask `Expect: 100-continue` (curl does for large bodies) are told to go on."""
+    body = review(yaml.safe_load(open(os.path.join(GOLDEN, "pod.in.yaml"))), uid="big")
+    code, out, err = curl("-v", "--cacert", hook.pki.ca.ca_path, "-H", "Content-Type: application/json",
+                          "-H", "Expect: 100-continue",
+                          "--data-binary", body, f"https://localhost:{hook.port}/inject")
+    assert code == 0, err
+    assert "> Expect: 100-continue" in err and "< HTTP/1.1 100 Continue" in err
+    assert json.loads(out)["response"]["uid"] == "big"
+
+
 def test_opted_out_and_already_injected_pods_get_no_patch(hook):
     pod = yaml.safe_load(open(os.path.join(GOLDEN, "pod.in.yaml")))
     pod["metadata"]["annotations"] = {"portcullis.io/inject": "false"}
