@@ -403,6 +403,40 @@ def test_other_charsets_and_form_bodies_are_refused(gw):
                             headers=["Content-Type: text/plain"]), "content-type")
 
 
+def test_content_encoded_body_is_refused(gw):
+    import gzip
+    assert_refused(gw, post("/containers/create?name=gz", gzip.compress(PRIVILEGED),
+                            headers=["Content-Encoding: gzip"]), "content-encoding")
+
+
+def test_expect_continue_gets_100_before_the_body_is_inspected(gw):
+    body = allowed_body("expect")
+    head = post("/containers/create?name=expecting", b"", headers=["Expect: 100-continue",
+                                                                     f"Content-Length: {len(body)}"])
+    s = client_tls_context(gw.pki, "ops").wrap_socket(socket.create_connection(("127.0.0.1", gw.port), timeout=30),
+                                                      server_hostname="localhost")
+    try:
+        s.sendall(head)
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = s.recv(1)
+            assert chunk, interim
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100 "), interim
+        s.sendall(body)
+        answer = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 201 "), answer
+    assert b"100 Continue" not in answer  # only one interim response
+    assert created_label(gw, "expecting") == ("expect", False)
+
+
 def test_body_over_the_inspection_limit_is_refused(gw):
     # CVE-2026-34040: oversized bodies were dropped before the plugin saw them.
     big = json.dumps({"Image": "busybox", "Cmd": ["true"], "Labels": {"pad": "x" * INSPECT_LIMIT},
