@@ -14,7 +14,7 @@ namespace portcullis::cli {
 
 namespace {
 
-void add_inject_options(CLI::App &command, inject::Options &options) {
+void add_inject_options(CLI::App& command, inject::Options& options) {
   command.add_option("--image", options.image, "the Portcullis image for the init container and the sidecar")
       ->capture_default_str();
   command.add_option("--config-map", options.config_map, "ConfigMap holding the sidecar config")->capture_default_str();
@@ -25,14 +25,14 @@ void add_inject_options(CLI::App &command, inject::Options &options) {
 
 }  // namespace
 
-void register_inject_command(CLI::App &app) {
+void register_inject_command(CLI::App& app) {
   struct Args {
     std::string input;
     std::string output;
     inject::Options options;
   };
   auto args = std::make_shared<Args>();
-  auto *cmd = app.add_subcommand("inject", "add the Portcullis sidecar to Kubernetes manifests");
+  auto* cmd = app.add_subcommand("inject", "add the Portcullis sidecar to Kubernetes manifests");
   cmd->add_option("-f,--filename", args->input, "manifest file (multi-document YAML or a List); - for stdin")
       ->required();
   cmd->add_option("-o,--output", args->output, "write here instead of stdout");
@@ -54,7 +54,7 @@ void register_inject_command(CLI::App &app) {
     std::string out;
     try {
       out = inject::inject_manifests(text, name, args->options);
-    } catch (const std::exception &e) {
+    } catch (const std::exception& e) {
       std::cerr << e.what() << "\n";
       throw CLI::RuntimeError(1);
     }

@@ -19,6 +19,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -31,6 +32,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "certs/file_watcher.hpp"
 #include "certs/tls.hpp"
 #include "proxy/cli/commands.hpp"
 #include "proxy/inject/admission.hpp"
@@ -58,29 +60,29 @@ struct FileError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-WebhookConfig load_webhook_config(const std::string &path) {
-  auto at = [&](const YAML::Node &n, const std::string &message) {
+WebhookConfig load_webhook_config(const std::string& path) {
+  auto at = [&](const YAML::Node& n, const std::string& message) {
     const auto m = n.Mark();
     return FileError(path + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1) + ": " + message);
   };
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile &) {
+  } catch (const YAML::BadFile&) {
     throw FileError(path + ": cannot read the file");
-  } catch (const YAML::Exception &e) {
+  } catch (const YAML::Exception& e) {
     throw FileError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) + ": " +
                     e.msg);
   }
   if (!root.IsMap()) throw FileError(path + ":1:1: expected a mapping with address, tls and inject");
-  auto only = [&](const YAML::Node &map, std::initializer_list<const char *> keys, const std::string &where) {
-    for (const auto &kv : map) {
+  auto only = [&](const YAML::Node& map, std::initializer_list<const char*> keys, const std::string& where) {
+    for (const auto& kv : map) {
       const std::string k = kv.first.Scalar();
-      if (std::none_of(keys.begin(), keys.end(), [&](const char *key) { return k == key; }))
+      if (std::none_of(keys.begin(), keys.end(), [&](const char* key) { return k == key; }))
         throw at(kv.first, "unknown key '" + k + "' in " + where);
     }
   };
-  auto text = [&](const YAML::Node &n, const std::string &what) {
+  auto text = [&](const YAML::Node& n, const std::string& what) {
     if (!n.IsScalar() || n.Scalar().empty()) throw at(n, what + " must be a non-empty string");
     return n.Scalar();
   };
@@ -106,7 +108,7 @@ WebhookConfig load_webhook_config(const std::string &path) {
   only(tls, {"cert", "key"}, "tls");
   if (!tls["cert"] || !tls["key"]) throw at(tls, "tls needs cert and key");
   const auto dir = std::filesystem::path(path).parent_path();
-  auto file = [&](const YAML::Node &n, const std::string &what) {
+  auto file = [&](const YAML::Node& n, const std::string& what) {
     std::filesystem::path p = text(n, what);
     return (p.is_absolute() ? p : dir / p).lexically_normal().string();  // relative to the file
   };
@@ -124,15 +126,15 @@ WebhookConfig load_webhook_config(const std::string &path) {
   return c;
 }
 
-bhttp::response<bhttp::string_body> answer(const bhttp::request<bhttp::string_body> &req,
-                                           const inject::Options &options) {
+bhttp::response<bhttp::string_body> answer(const bhttp::request<bhttp::string_body>& req,
+                                           const inject::Options& options) {
   bhttp::response<bhttp::string_body> res;
   res.version(11);
   res.keep_alive(req.keep_alive());
   res.set(bhttp::field::server, "portcullis-webhook");
   std::string_view target(req.target().data(), req.target().size());
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  auto text = [&](bhttp::status s, std::string body, const char *type) {
+  auto text = [&](bhttp::status s, std::string body, const char* type) {
     res.result(s);
     res.set(bhttp::field::content_type, type);
     res.body() = std::move(body);
@@ -155,7 +157,7 @@ bhttp::response<bhttp::string_body> answer(const bhttp::request<bhttp::string_bo
 
 asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<SSL_CTX> ctx,
                             std::shared_ptr<const inject::Options> options) {
-  auto *tls = new net::TlsSocket(std::move(socket), ctx.get(), true);
+  auto* tls = new net::TlsSocket(std::move(socket), ctx.get(), true);
   net::Stream stream{std::unique_ptr<net::TlsSocket>(tls)};
   net::Deadline deadline(tls->socket().get_executor(), [&stream] { stream.close(); });
   deadline.arm(std::chrono::seconds(10), "handshake timeout");
@@ -226,7 +228,7 @@ asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<SSL_CTX> ct
   stream.close();
 }
 
-int run_webhook(const std::string &path) {
+int run_webhook(const std::string& path) {
   if (!spdlog::get("portcullis")) {
     auto logger = spdlog::stderr_color_mt("portcullis");
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
@@ -238,7 +240,7 @@ int run_webhook(const std::string &path) {
     cfg = load_webhook_config(path);
     const std::string alpn[] = {"http/1.1"};
     ctx = certs::make_server_context(cfg.tls, certs::ClientCertMode::none, alpn);
-  } catch (const std::exception &e) {
+  } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;
   }
@@ -250,7 +252,7 @@ int run_webhook(const std::string &path) {
     acceptor.set_option(net::tcp::acceptor::reuse_address(true));
     acceptor.bind(ep);
     acceptor.listen();
-  } catch (const std::exception &e) {
+  } catch (const std::exception& e) {
     spdlog::error("webhook: cannot listen on {}:{}: {}", cfg.host, cfg.port, e.what());
     return 2;
   }
@@ -259,26 +261,48 @@ int run_webhook(const std::string &path) {
       local.address().is_v6() ? "[" + local.address().to_string() + "]" : local.address().to_string();
   spdlog::info("listener 'webhook' ready on {}:{}", shown, local.port());
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code &, int) {
+  signals.async_wait([&](const boost::system::error_code&, int) {
     spdlog::info("webhook: stopping");
     boost::system::error_code ignored;
     acceptor.close(ignored);
     ioc.stop();
   });
+  // cert-manager renews the serving certificate in place: a change to the files builds a new
+  // context (on the watcher's thread) and swaps it in on the server's; a bad pair keeps the old.
+  std::unique_ptr<certs::WatchThread> watcher;
+  try {
+    watcher = std::make_unique<certs::WatchThread>(
+        std::vector<std::filesystem::path>{cfg.tls.cert, cfg.tls.key},
+        [&ioc, &ctx, bundle = cfg.tls](const std::vector<std::filesystem::path>&) {
+          try {
+            const std::string alpn[] = {"http/1.1"};
+            auto next = certs::make_server_context(bundle, certs::ClientCertMode::none, alpn);
+            asio::post(ioc, [&ctx, next] {
+              ctx = next;
+              spdlog::info("webhook: serving certificate reloaded");
+            });
+          } catch (const std::exception& e) {
+            spdlog::error("webhook: certificate not reloaded, the previous one stays in use: {}", e.what());
+          }
+        });
+  } catch (const std::exception& e) {
+    spdlog::warn("webhook: certificate files are not watched ({}); restart to renew them", e.what());
+  }
   auto options = std::make_shared<const inject::Options>(cfg.options);
   asio::co_spawn(ioc,
                  net::accept_each(acceptor, "webhook",
-                                  [ctx, options](net::tcp::socket s) { return serve(std::move(s), ctx, options); }),
+                                  [&ctx, options](net::tcp::socket s) { return serve(std::move(s), ctx, options); }),
                  asio::detached);
   ioc.run();
+  watcher.reset();  // joins the watcher before ctx and ioc go away
   return 0;
 }
 
 }  // namespace
 
-void register_webhook_command(CLI::App &app) {
+void register_webhook_command(CLI::App& app) {
   auto path = std::make_shared<std::string>();
-  auto *cmd = app.add_subcommand("webhook", "the mutating admission webhook: injects the sidecar into new Pods");
+  auto* cmd = app.add_subcommand("webhook", "the mutating admission webhook: injects the sidecar into new Pods");
   cmd->add_option("-c,--config", *path, "webhook file: address, tls {cert, key}, inject {image, ...}")->required();
   cmd->callback([path] {
     if (int rc = run_webhook(*path); rc != 0) throw CLI::RuntimeError(rc);

@@ -15,7 +15,7 @@ namespace portcullis::inject {
 // RFC 6902 operations turning `from` into `to`: objects are compared member by
 // member, arrays and scalars that differ are replaced whole. Keys are escaped
 // per RFC 6901 (`~0`, `~1`).
-boost::json::array json_patch(const boost::json::value &from, const boost::json::value &to);
+boost::json::array json_patch(const boost::json::value& from, const boost::json::value& to);
 
 struct AdmissionAnswer {
   int status = 200;  // 400: not an AdmissionReview we can answer (body says why)
@@ -26,6 +26,6 @@ struct AdmissionAnswer {
 // allowed with a base64 JSONPatch; any other request is allowed unchanged. A
 // Pod the injector cannot handle is refused (allowed: false with the reason),
 // so no pod starts unprotected.
-AdmissionAnswer review_admission(std::string_view request_body, const Options &options);
+AdmissionAnswer review_admission(std::string_view request_body, const Options& options);
 
 }  // namespace portcullis::inject

@@ -11,14 +11,14 @@ namespace json = boost::json;
 namespace {
 
 JsonPath join(JsonPath p, std::initializer_list<std::variant<std::string, std::size_t>> more) {
-  for (const auto &s : more) p.push_back(s);
+  for (const auto& s : more) p.push_back(s);
   return p;
 }
 
 // The object at o[key]; an error when it is absent or something else.
-json::object &object_in(json::object &o, const std::string &key, const JsonPath &path) {
+json::object& object_in(json::object& o, const std::string& key, const JsonPath& path) {
   const JsonPath at = join(path, {key});
-  auto *v = o.if_contains(key);
+  auto* v = o.if_contains(key);
   if (!v || v->is_null()) throw InjectError(path, path_text(path) + (path.empty() ? "" : ": ") + "no " + key);
   if (!v->is_object()) throw InjectError(at, path_text(at) + " must be a mapping");
   return v->get_object();
@@ -26,29 +26,29 @@ json::object &object_in(json::object &o, const std::string &key, const JsonPath 
 
 // The array at o[key], or null when absent. Nothing is inserted, so pointers
 // stay valid.
-json::array *array_in(json::object &o, const std::string &key, const JsonPath &path) {
-  auto *v = o.if_contains(key);
+json::array* array_in(json::object& o, const std::string& key, const JsonPath& path) {
+  auto* v = o.if_contains(key);
   if (!v || v->is_null()) return nullptr;
   const JsonPath at = join(path, {key});
   if (!v->is_array()) throw InjectError(at, path_text(at) + " must be a list");
   return &v->get_array();
 }
 
-const json::object *annotations_of(const json::value &metadata) {
+const json::object* annotations_of(const json::value& metadata) {
   if (!metadata.is_object()) return nullptr;
-  const auto *a = metadata.get_object().if_contains("annotations");
+  const auto* a = metadata.get_object().if_contains("annotations");
   return a && a->is_object() ? &a->get_object() : nullptr;
 }
 
 // The annotation's value: the pod template's own, else the owning workload's.
-const json::value *annotation(const json::value &metadata, const json::value &owner, const char *name) {
-  for (const json::object *a : {annotations_of(metadata), owner.is_object() ? &owner.get_object() : nullptr})
+const json::value* annotation(const json::value& metadata, const json::value& owner, const char* name) {
+  for (const json::object* a : {annotations_of(metadata), owner.is_object() ? &owner.get_object() : nullptr})
     if (a)
-      if (const auto *v = a->if_contains(name)) return v;
+      if (const auto* v = a->if_contains(name)) return v;
   return nullptr;
 }
 
-std::string annotation_string(const json::value *v, const char *name, const JsonPath &meta_path) {
+std::string annotation_string(const json::value* v, const char* name, const JsonPath& meta_path) {
   if (!v->is_string())
     throw InjectError(join(meta_path, {"annotations", name}),
                       std::string("annotation ") + name + " must be a string (quote it)");
@@ -56,7 +56,7 @@ std::string annotation_string(const json::value *v, const char *name, const Json
 }
 
 // "8080, 9090" -> [8080, 9090]
-std::vector<int> port_list(const std::string &text, const char *name, const JsonPath &where) {
+std::vector<int> port_list(const std::string& text, const char* name, const JsonPath& where) {
   std::vector<int> ports;
   std::stringstream in(text);
   std::string item;
@@ -73,7 +73,7 @@ std::vector<int> port_list(const std::string &text, const char *name, const Json
   return ports;
 }
 
-std::string join_ports(const std::vector<int> &ports) {
+std::string join_ports(const std::vector<int>& ports) {
   std::string s;
   for (int p : ports) s += (s.empty() ? "" : ",") + std::to_string(p);
   return s;
@@ -112,9 +112,9 @@ json::object probe(int period, int failures) {
                       {"failureThreshold", failures}};
 }
 
-std::string config_file(const Options &o) { return std::string(kConfigDir) + "/" + o.config_key; }
+std::string config_file(const Options& o) { return std::string(kConfigDir) + "/" + o.config_key; }
 
-json::object init_container(const Options &o, const std::vector<int> &inbound, const std::vector<int> &exclude) {
+json::object init_container(const Options& o, const std::vector<int>& inbound, const std::vector<int>& exclude) {
   json::array args{"firewall", "apply", "-c", config_file(o), "--inbound-ports", join_ports(inbound)};
   if (!exclude.empty()) {
     args.push_back("--exclude-outbound-ports");
@@ -133,7 +133,7 @@ json::object init_container(const Options &o, const std::vector<int> &inbound, c
                       {"securityContext", security_context(true)}};
 }
 
-json::object proxy_container(const Options &o, const json::object &app_probes) {
+json::object proxy_container(const Options& o, const json::object& app_probes) {
   json::object c{{"name", kProxyName},
                  {"image", o.image},
                  {"imagePullPolicy", "IfNotPresent"},
@@ -155,14 +155,14 @@ json::object proxy_container(const Options &o, const json::object &app_probes) {
 }
 
 // The container's TCP ports, in the order declared.
-void container_ports(const json::object &c, std::vector<int> &out) {
-  const auto *ports = c.if_contains("ports");
+void container_ports(const json::object& c, std::vector<int>& out) {
+  const auto* ports = c.if_contains("ports");
   if (!ports || !ports->is_array()) return;
-  for (const auto &p : ports->get_array()) {
+  for (const auto& p : ports->get_array()) {
     if (!p.is_object()) continue;
-    const auto *proto = p.get_object().if_contains("protocol");
+    const auto* proto = p.get_object().if_contains("protocol");
     if (proto && proto->is_string() && proto->get_string() != "TCP") continue;
-    const auto *n = p.get_object().if_contains("containerPort");
+    const auto* n = p.get_object().if_contains("containerPort");
     if (n && n->is_int64() && std::find(out.begin(), out.end(), n->as_int64()) == out.end())
       out.push_back(static_cast<int>(n->as_int64()));
   }
@@ -171,23 +171,23 @@ void container_ports(const json::object &c, std::vector<int> &out) {
 // Rewrites the container's httpGet probes to /app-health/<container>/<probe> on
 // the sidecar's probes listener, recording each original target (port names
 // resolved) in `records`.
-void rewrite_probes(json::object &c, const std::string &name, const JsonPath &path, json::object &records) {
-  static const std::pair<const char *, const char *> kinds[] = {
+void rewrite_probes(json::object& c, const std::string& name, const JsonPath& path, json::object& records) {
+  static const std::pair<const char*, const char*> kinds[] = {
       {"livenessProbe", "livez"}, {"readinessProbe", "readyz"}, {"startupProbe", "startupz"}};
-  for (const auto &[field, suffix] : kinds) {
-    auto *p = c.if_contains(field);
+  for (const auto& [field, suffix] : kinds) {
+    auto* p = c.if_contains(field);
     if (!p || !p->is_object()) continue;
-    auto *get = p->get_object().if_contains("httpGet");
+    auto* get = p->get_object().if_contains("httpGet");
     if (!get) continue;
     const JsonPath gpath = join(path, {field, "httpGet"});
     if (!get->is_object()) throw InjectError(gpath, path_text(gpath) + " must be a mapping");
     json::object original = get->get_object();
     if (original.contains("host")) continue;  // probes another host: not intercepted, left alone
-    if (auto *port = original.if_contains("port"); port && port->is_string()) {
+    if (auto* port = original.if_contains("port"); port && port->is_string()) {
       // A named port: the sidecar needs the number.
       bool found = false;
-      if (const auto *ports = c.if_contains("ports"); ports && ports->is_array())
-        for (const auto &cp : ports->get_array())
+      if (const auto* ports = c.if_contains("ports"); ports && ports->is_array())
+        for (const auto& cp : ports->get_array())
           if (cp.is_object() && cp.get_object().if_contains("name") && *cp.get_object().if_contains("name") == *port &&
               cp.get_object().if_contains("containerPort")) {
             *port = *cp.get_object().if_contains("containerPort");
@@ -200,25 +200,25 @@ void rewrite_probes(json::object &c, const std::string &name, const JsonPath &pa
     }
     const std::string target = "/app-health/" + name + "/" + suffix;
     json::object record{{"httpGet", std::move(original)}};
-    if (const auto *t = p->get_object().if_contains("timeoutSeconds")) record["timeoutSeconds"] = *t;
+    if (const auto* t = p->get_object().if_contains("timeoutSeconds")) record["timeoutSeconds"] = *t;
     records[target] = std::move(record);
     *get = json::object{{"path", target}, {"port", kProbePort}, {"scheme", "HTTP"}};
   }
 }
 
-bool named(const json::value &c, const char *name) {
+bool named(const json::value& c, const char* name) {
   if (!c.is_object()) return false;
-  const auto *n = c.get_object().if_contains("name");
+  const auto* n = c.get_object().if_contains("name");
   return n && n->is_string() && n->get_string() == name;
 }
 
 }  // namespace
 
-Outcome inject_pod_spec(const json::value &metadata, json::object &spec, const json::value &owner_annotations,
-                        const Options &options, const JsonPath &path) {
+Outcome inject_pod_spec(const json::value& metadata, json::object& spec, const json::value& owner_annotations,
+                        const Options& options, const JsonPath& path) {
   JsonPath meta_path = path;
   meta_path.back() = std::string("metadata");
-  if (const auto *v = annotation(metadata, owner_annotations, kAnnotationInject)) {
+  if (const auto* v = annotation(metadata, owner_annotations, kAnnotationInject)) {
     const std::string s = annotation_string(v, kAnnotationInject, meta_path);
     if (s == "false") return Outcome::opted_out;
     if (s != "true")
@@ -228,13 +228,13 @@ Outcome inject_pod_spec(const json::value &metadata, json::object &spec, const j
   }
   // On the host's network the firewall would be the node's: such pods (the
   // dockerd gateway DaemonSet, CNI agents) are left alone.
-  if (const auto *h = spec.if_contains("hostNetwork"); h && h->is_bool() && h->get_bool()) return Outcome::host_network;
+  if (const auto* h = spec.if_contains("hostNetwork"); h && h->is_bool() && h->get_bool()) return Outcome::host_network;
 
-  json::array *inits = array_in(spec, "initContainers", path);
+  json::array* inits = array_in(spec, "initContainers", path);
   if (inits)
-    for (const auto &c : *inits)
+    for (const auto& c : *inits)
       if (named(c, kProxyName)) return Outcome::already_injected;
-  json::array *containers = array_in(spec, "containers", path);
+  json::array* containers = array_in(spec, "containers", path);
   if (!containers || containers->empty())
     throw InjectError(join(path, {"containers"}), path_text(join(path, {"containers"})) + ": a pod needs containers");
 
@@ -243,8 +243,8 @@ Outcome inject_pod_spec(const json::value &metadata, json::object &spec, const j
   for (std::size_t i = 0; i < containers->size(); ++i) {
     const JsonPath cpath = join(path, {"containers", i});
     if (!(*containers)[i].is_object()) throw InjectError(cpath, path_text(cpath) + " must be a mapping");
-    auto &c = (*containers)[i].get_object();
-    const auto *name = c.if_contains("name");
+    auto& c = (*containers)[i].get_object();
+    const auto* name = c.if_contains("name");
     if (!name || !name->is_string()) throw InjectError(cpath, path_text(cpath) + " has no name");
     if (*name == kInitName || *name == kProxyName)
       throw InjectError(join(cpath, {"name"}),
@@ -257,8 +257,8 @@ Outcome inject_pod_spec(const json::value &metadata, json::object &spec, const j
       throw InjectError(join(path, {"initContainers", i, "name"}),
                         std::string("init container name '") + kInitName + "' is reserved for the sidecar");
   // The annotation's ports, or `fallback` when it is absent.
-  auto annotated_ports = [&](const char *name, std::vector<int> fallback) {
-    const auto *v = annotation(metadata, owner_annotations, name);
+  auto annotated_ports = [&](const char* name, std::vector<int> fallback) {
+    const auto* v = annotation(metadata, owner_annotations, name);
     if (!v) return fallback;
     return port_list(annotation_string(v, name, meta_path), name, join(meta_path, {"annotations", name}));
   };
@@ -266,9 +266,9 @@ Outcome inject_pod_spec(const json::value &metadata, json::object &spec, const j
   const std::vector<int> exclude = annotated_ports(kAnnotationExcludeOutbound, {});
 
   json::array volumes;
-  if (json::array *existing = array_in(spec, "volumes", path)) volumes = std::move(*existing);
+  if (json::array* existing = array_in(spec, "volumes", path)) volumes = std::move(*existing);
   for (std::size_t i = 0; i < volumes.size(); ++i)
-    for (const char *reserved : {kConfigVolume, kCertsVolume})
+    for (const char* reserved : {kConfigVolume, kCertsVolume})
       if (named(volumes[i], reserved))
         throw InjectError(join(path, {"volumes", i, "name"}),
                           std::string("volume name '") + reserved + "' is reserved for the sidecar");
@@ -279,7 +279,7 @@ Outcome inject_pod_spec(const json::value &metadata, json::object &spec, const j
   // the pod's own init containers (which keep their order) and the app start.
   json::array new_inits{init_container(options, inbound, exclude), proxy_container(options, probe_records)};
   if (inits)
-    for (auto &c : *inits) new_inits.push_back(std::move(c));
+    for (auto& c : *inits) new_inits.push_back(std::move(c));
   // Inserting may move the spec's members: the pointers above are not used
   // after this.
   spec["initContainers"] = std::move(new_inits);
@@ -287,25 +287,25 @@ Outcome inject_pod_spec(const json::value &metadata, json::object &spec, const j
   return Outcome::injected;
 }
 
-int inject_object(json::value &object, const Options &options, const JsonPath &path) {
+int inject_object(json::value& object, const Options& options, const JsonPath& path) {
   if (!object.is_object()) return 0;  // empty documents and scalars pass through
-  auto &o = object.get_object();
-  const auto *kind_value = o.if_contains("kind");
+  auto& o = object.get_object();
+  const auto* kind_value = o.if_contains("kind");
   if (!kind_value || !kind_value->is_string()) return 0;
   const std::string kind(kind_value->get_string());
   const json::value null_value;
 
   if (kind == "List" || (kind.size() > 4 && kind.ends_with("List") && o.contains("items"))) {
     int n = 0;
-    if (json::array *items = array_in(o, "items", path))
+    if (json::array* items = array_in(o, "items", path))
       for (std::size_t i = 0; i < items->size(); ++i)
         n += inject_object((*items)[i], options, join(path, {"items", i}));
     return n;
   }
   // Walk to the object holding the pod's metadata and spec.
-  json::object *holder = &o;
+  json::object* holder = &o;
   JsonPath hpath = path;
-  auto step = [&](const char *key) {
+  auto step = [&](const char* key) {
     holder = &object_in(*holder, key, hpath);
     hpath.push_back(std::string(key));
   };
@@ -315,47 +315,47 @@ int inject_object(json::value &object, const Options &options, const JsonPath &p
     step("spec");
     step("template");
   } else if (kind == "CronJob") {
-    for (const char *key : {"spec", "jobTemplate", "spec", "template"}) step(key);
+    for (const char* key : {"spec", "jobTemplate", "spec", "template"}) step(key);
   } else {
     return 0;
   }
-  const json::value *owner = &null_value;
+  const json::value* owner = &null_value;
   if (holder != &o)
-    if (const auto *m = o.if_contains("metadata"); m && m->is_object())
-      if (const auto *a = m->get_object().if_contains("annotations")) owner = a;
-  const auto *meta = holder->if_contains("metadata");
+    if (const auto* m = o.if_contains("metadata"); m && m->is_object())
+      if (const auto* a = m->get_object().if_contains("annotations")) owner = a;
+  const auto* meta = holder->if_contains("metadata");
   if (meta && !meta->is_null() && !meta->is_object())
     throw InjectError(join(hpath, {"metadata"}), path_text(join(hpath, {"metadata"})) + " must be a mapping");
-  json::object &spec = object_in(*holder, "spec", hpath);
+  json::object& spec = object_in(*holder, "spec", hpath);
   return inject_pod_spec(meta ? *meta : null_value, spec, *owner, options, join(hpath, {"spec"})) == Outcome::injected;
 }
 
-std::string inject_manifests(const std::string &text, const std::string &filename, const Options &options) {
-  auto located = [&](const YAML::Mark &m, const std::string &message) {
+std::string inject_manifests(const std::string& text, const std::string& filename, const Options& options) {
+  auto located = [&](const YAML::Mark& m, const std::string& message) {
     return std::runtime_error(filename + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1) + ": " +
                               message);
   };
   std::vector<YAML::Node> docs;
   try {
     docs = YAML::LoadAll(text);
-  } catch (const YAML::Exception &e) {
+  } catch (const YAML::Exception& e) {
     throw located(e.mark, e.msg);
   }
   std::string out;
   bool first = true;
-  for (const auto &doc : docs) {
+  for (const auto& doc : docs) {
     if (doc.IsNull())
       continue;  // empty documents (a trailing `---`) are dropped, as kubectl
                  // does
     json::value v;
     try {
       v = yaml_to_json(doc);
-    } catch (const YAML::Exception &e) {
+    } catch (const YAML::Exception& e) {
       throw located(e.mark, e.msg);
     }
     try {
       inject_object(v, options);
-    } catch (const InjectError &e) {
+    } catch (const InjectError& e) {
       throw located(mark_at(doc, e.path), e.what());
     }
     if (!first) out += "---\n";

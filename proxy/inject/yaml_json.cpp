@@ -18,7 +18,7 @@ const std::set<std::string, std::less<>> kFalse = {"n",     "N",     "no",  "No"
                                                    "False", "FALSE", "off", "Off", "OFF"};
 const std::set<std::string, std::less<>> kNull = {"", "~", "null", "Null", "NULL"};
 
-bool parse_integer(const std::string &s, json::value &out) {
+bool parse_integer(const std::string& s, json::value& out) {
   static const std::regex re(R"(^[-+]?(0|[1-9][0-9_]*|0[0-7_]+|0o[0-7]+|0x[0-9a-fA-F_]+|0b[01_]+)$)");
   if (!std::regex_match(s, re)) return false;
   std::string t;
@@ -51,7 +51,7 @@ bool parse_integer(const std::string &s, json::value &out) {
   return true;
 }
 
-bool parse_float(const std::string &s, json::value &out) {
+bool parse_float(const std::string& s, json::value& out) {
   static const std::regex re(R"(^[-+]?([0-9][0-9_]*)?\.[0-9_]*([eE][-+]?[0-9]+)?$|^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$)");
   static const std::regex special(R"(^([-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$)");
   if (std::regex_match(s, special)) {
@@ -74,7 +74,7 @@ bool parse_float(const std::string &s, json::value &out) {
 }
 
 // What a plain (unquoted) scalar means.
-json::value resolve_plain(const std::string &s) {
+json::value resolve_plain(const std::string& s) {
   if (kNull.count(s)) return nullptr;
   if (kTrue.count(s)) return true;
   if (kFalse.count(s)) return false;
@@ -83,13 +83,13 @@ json::value resolve_plain(const std::string &s) {
   return json::string(s);
 }
 
-json::value scalar(const YAML::Node &n) {
-  const std::string &tag = n.Tag();
-  const std::string &s = n.Scalar();
+json::value scalar(const YAML::Node& n) {
+  const std::string& tag = n.Tag();
+  const std::string& s = n.Scalar();
   if (tag == "!" || tag == "tag:yaml.org,2002:str" || tag == "tag:yaml.org,2002:binary") return json::string(s);
   json::value v = resolve_plain(s);
   if (tag == "?" || tag.empty()) return v;
-  auto wrong = [&](const char *type) { return YAML::ParserException(n.Mark(), "'" + s + "' is not a valid " + type); };
+  auto wrong = [&](const char* type) { return YAML::ParserException(n.Mark(), "'" + s + "' is not a valid " + type); };
   if (tag == "tag:yaml.org,2002:int") {
     if (!v.is_int64() && !v.is_uint64()) throw wrong("!!int");
     return v;
@@ -107,7 +107,7 @@ json::value scalar(const YAML::Node &n) {
   throw YAML::ParserException(n.Mark(), "unsupported tag " + tag);
 }
 
-std::string number_text(const json::value &v) {
+std::string number_text(const json::value& v) {
   if (v.is_int64()) return std::to_string(v.as_int64());
   if (v.is_uint64()) return std::to_string(v.as_uint64());
   double d = v.as_double();
@@ -127,7 +127,7 @@ std::string number_text(const json::value &v) {
   return s;
 }
 
-void emit(YAML::Emitter &out, const json::value &v) {
+void emit(YAML::Emitter& out, const json::value& v) {
   switch (v.kind()) {
     case json::kind::null:
       out << YAML::Null;
@@ -158,7 +158,7 @@ void emit(YAML::Emitter &out, const json::value &v) {
         break;
       }
       out << YAML::BeginSeq;
-      for (const auto &e : v.get_array()) emit(out, e);
+      for (const auto& e : v.get_array()) emit(out, e);
       out << YAML::EndSeq;
       break;
     case json::kind::object:
@@ -167,7 +167,7 @@ void emit(YAML::Emitter &out, const json::value &v) {
         break;
       }
       out << YAML::BeginMap;
-      for (const auto &[k, e] : v.get_object()) {
+      for (const auto& [k, e] : v.get_object()) {
         std::string key(k);
         out << YAML::Key;
         if (!resolve_plain(key).is_string()) out << YAML::DoubleQuoted;
@@ -181,7 +181,7 @@ void emit(YAML::Emitter &out, const json::value &v) {
 
 }  // namespace
 
-json::value yaml_to_json(const YAML::Node &node) {
+json::value yaml_to_json(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Undefined:
     case YAML::NodeType::Null:
@@ -190,14 +190,14 @@ json::value yaml_to_json(const YAML::Node &node) {
       return scalar(node);
     case YAML::NodeType::Sequence: {
       json::array a;
-      for (const auto &e : node) a.push_back(yaml_to_json(e));
+      for (const auto& e : node) a.push_back(yaml_to_json(e));
       return a;
     }
     case YAML::NodeType::Map: {
       json::object o;
-      for (const auto &kv : node) {
+      for (const auto& kv : node) {
         if (!kv.first.IsScalar()) throw YAML::ParserException(kv.first.Mark(), "a mapping key must be a scalar");
-        const std::string &key = kv.first.Scalar();
+        const std::string& key = kv.first.Scalar();
         if (o.contains(key)) throw YAML::ParserException(kv.first.Mark(), "duplicate key '" + key + "'");
         o[key] = yaml_to_json(kv.second);
       }
@@ -207,7 +207,7 @@ json::value yaml_to_json(const YAML::Node &node) {
   return nullptr;
 }
 
-std::string json_to_yaml(const json::value &value) {
+std::string json_to_yaml(const json::value& value) {
   YAML::Emitter out;
   out.SetIndent(2);
   out.SetSeqFormat(YAML::Block);
@@ -218,15 +218,15 @@ std::string json_to_yaml(const json::value &value) {
   return s;
 }
 
-YAML::Mark mark_at(const YAML::Node &root, const JsonPath &path) {
+YAML::Mark mark_at(const YAML::Node& root, const JsonPath& path) {
   YAML::Node cur = root;
   YAML::Mark mark = root.Mark();
-  for (const auto &step : path) {
+  for (const auto& step : path) {
     YAML::Node next;
-    if (const auto *key = std::get_if<std::string>(&step)) {
+    if (const auto* key = std::get_if<std::string>(&step)) {
       if (!cur.IsMap()) break;
       bool found = false;
-      for (const auto &kv : cur)
+      for (const auto& kv : cur)
         if (kv.first.IsScalar() && kv.first.Scalar() == *key) {
           next = kv.second;
           // A null value has no useful mark of its own: point at its key.
@@ -238,7 +238,7 @@ YAML::Mark mark_at(const YAML::Node &root, const JsonPath &path) {
     } else {
       std::size_t i = std::get<std::size_t>(step);
       if (!cur.IsSequence() || i >= cur.size()) break;
-      next = static_cast<const YAML::Node &>(cur)[i];
+      next = static_cast<const YAML::Node&>(cur)[i];
       mark = next.Mark();
     }
     cur.reset(next);
@@ -246,10 +246,10 @@ YAML::Mark mark_at(const YAML::Node &root, const JsonPath &path) {
   return mark;
 }
 
-std::string path_text(const JsonPath &path) {
+std::string path_text(const JsonPath& path) {
   std::string s;
-  for (const auto &step : path) {
-    if (const auto *key = std::get_if<std::string>(&step)) {
+  for (const auto& step : path) {
+    if (const auto* key = std::get_if<std::string>(&step)) {
       if (!s.empty()) s += '.';
       s += *key;
     } else {

@@ -18,16 +18,16 @@ using JsonPath = std::vector<std::variant<std::string, std::size_t>>;
 
 // Throws YAML::Exception (with its mark) on a duplicate key or an unsupported
 // node (alias cycles are impossible after yaml-cpp resolves anchors).
-boost::json::value yaml_to_json(const YAML::Node &node);
+boost::json::value yaml_to_json(const YAML::Node& node);
 
 // Block-style YAML for one document (no leading `---`), ending with a newline.
-std::string json_to_yaml(const boost::json::value &value);
+std::string json_to_yaml(const boost::json::value& value);
 
 // The node at `path` inside `root` (or the deepest existing ancestor), for
 // error positions.
-YAML::Mark mark_at(const YAML::Node &root, const JsonPath &path);
+YAML::Mark mark_at(const YAML::Node& root, const JsonPath& path);
 
 // "spec.template.spec.containers[0].ports" for messages.
-std::string path_text(const JsonPath &path);
+std::string path_text(const JsonPath& path);
 
 }  // namespace portcullis::inject

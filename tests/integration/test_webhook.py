@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 
@@ -197,6 +198,35 @@ def test_malformed_reviews_are_400_with_a_message(hook):
     code, out, _ = curl(f"http://127.0.0.1:{hook.port}/inject", "-d", "{}")
     assert code != 0 or b"AdmissionReview" not in out
     assert hook.proc.poll() is None
+
+
+def test_a_renewed_serving_certificate_is_picked_up():
+    """cert-manager renews the Secret in place; the webhook serves the new certificate without a
+    restart."""
+    d = tmpdir()
+    pki = Pki(d)
+    cert, key = os.path.join(d, "tls.crt"), os.path.join(d, "tls.key")
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    w = Webhook(d, f"address: 127.0.0.1:0\ntls: {{cert: {cert}, key: {key}}}\n")
+    try:
+        served = lambda: ssl.get_server_certificate(("127.0.0.1", w.port))  # noqa: E731
+        assert served().strip() == open(pki.server_cert).read().strip()
+        new_cert, new_key = pki.ca.issue("renewed", dns=["localhost"], server=True, client=False)
+        for src, dst in ((new_key, key), (new_cert, cert)):
+            shutil.copy(src, dst + ".tmp")
+            os.rename(dst + ".tmp", dst)
+        for _ in range(200):  # bounded: up to 20 s for inotify, the settle delay and the swap
+            if "serving certificate reloaded" in w.stderr():
+                break
+            time.sleep(0.1)
+        assert served().strip() == open(new_cert).read().strip(), w.stderr()
+        w.pki = pki
+        status, body = post(w, review({"kind": "Pod", "spec": {"containers": [{"name": "a", "image": "a"}]}}))
+        assert status == 200 and json.loads(body)["response"]["allowed"] is True
+    finally:
+        assert w.stop() == 0
+    shutil.rmtree(d)
 
 
 def test_webhook_file_errors_are_file_line_col():

@@ -8,11 +8,11 @@ namespace json = boost::json;
 
 namespace {
 
-const char *kPod =
+const char* kPod =
     R"({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"shop",
   "annotations":{"team":"a/b"}},"spec":{"containers":[{"name":"app","image":"app:1"}]}})";
 
-std::string review(const std::string &object, const char *operation = "CREATE", const char *kind = "Pod") {
+std::string review(const std::string& object, const char* operation = "CREATE", const char* kind = "Pod") {
   return R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"705ab4f5-6393-11e8",
     "kind":{"group":"","version":"v1","kind":")" +
          std::string(kind) + R"("},"operation":")" + operation + R"(","namespace":"shop","object":)" + object + "}}";
@@ -42,7 +42,7 @@ TEST_CASE(
   CHECK(r.at("response").at("uid") == "705ab4f5-6393-11e8");
   CHECK(r.at("response").at("allowed") == true);
   CHECK(r.at("response").at("patchType") == "JSONPatch");
-  const auto &patch = r.at("response").at("patch").as_string();
+  const auto& patch = r.at("response").at("patch").as_string();
   CHECK(patch.size() > 100);
   CHECK(patch.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst"
                                 "uvwxyz0123456789+/=") == json::string::npos);
@@ -57,7 +57,7 @@ TEST_CASE(
   const std::string injected =
       R"({"kind":"Pod","spec":{"initContainers":[{"name":"portcullis-proxy"}],
     "containers":[{"name":"app","image":"app:1"}]}})";
-  for (const auto &body :
+  for (const auto& body :
        {review(opted), review(injected), review(kPod, "UPDATE"), review("{}", "CREATE", "Service")}) {
     auto a = review_admission(body, Options{});
     REQUIRE(a.status == 200);
@@ -79,7 +79,7 @@ TEST_CASE(
 }
 
 TEST_CASE("webhook: malformed reviews are 400 with the reason") {
-  auto reason = [](const std::string &body) {
+  auto reason = [](const std::string& body) {
     auto a = review_admission(body, Options{});
     CHECK(a.status == 400);
     return std::string(json::parse(a.body).at("reason").as_string());

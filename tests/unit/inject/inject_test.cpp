@@ -14,11 +14,11 @@ namespace json = boost::json;
 
 namespace {
 
-std::string inject_text(const std::string &text, const Options &o = {}) { return inject_manifests(text, "m.yaml", o); }
+std::string inject_text(const std::string& text, const Options& o = {}) { return inject_manifests(text, "m.yaml", o); }
 
 // Compares `portcullis inject` of golden/NAME.in.yaml with
 // golden/NAME.out.yaml.
-void check_golden(const std::string &name) {
+void check_golden(const std::string& name) {
   const std::string in = kGoldenDir + name + ".in.yaml";
   const std::string out = kGoldenDir + name + ".out.yaml";
   const std::string got = inject_manifests(read_text(in), in, Options{});
@@ -31,16 +31,16 @@ void check_golden(const std::string &name) {
   CHECK(inject_manifests(got, out, Options{}) == got);
 }
 
-json::value first_doc(const std::string &yaml) { return yaml_to_json(YAML::LoadAll(yaml).at(0)); }
+json::value first_doc(const std::string& yaml) { return yaml_to_json(YAML::LoadAll(yaml).at(0)); }
 
-json::array names(const json::value &list) {
+json::array names(const json::value& list) {
   json::array n;
-  for (const auto &c : list.as_array()) n.push_back(c.at("name"));
+  for (const auto& c : list.as_array()) n.push_back(c.at("name"));
   return n;
 }
 
-const json::value &container(const json::value &spec, const char *list, const char *name) {
-  for (const auto &c : spec.at(list).as_array())
+const json::value& container(const json::value& spec, const char* list, const char* name) {
+  for (const auto& c : spec.at(list).as_array())
     if (c.at("name") == name) return c;
   FAIL("no container " << name);
   throw std::logic_error("unreachable");
@@ -85,7 +85,7 @@ TEST_CASE(
     "the init container has only NET_ADMIN and NET_RAW, the sidecar is a "
     "locked-down native sidecar") {
   auto spec = first_doc(inject_text(kPod)).at("spec");
-  const auto &init = container(spec, "initContainers", "portcullis-init");
+  const auto& init = container(spec, "initContainers", "portcullis-init");
   CHECK(init.at("securityContext").at("capabilities") ==
         json::parse(R"({"add":["NET_ADMIN","NET_RAW"],"drop":["ALL"]})"));
   CHECK(init.at("securityContext").at("privileged") == false);
@@ -95,10 +95,10 @@ TEST_CASE(
                                           "--inbound-ports","8080"])"));
   CHECK_FALSE(init.as_object().contains("restartPolicy"));
 
-  const auto &proxy = container(spec, "initContainers", "portcullis-proxy");
+  const auto& proxy = container(spec, "initContainers", "portcullis-proxy");
   CHECK(proxy.at("restartPolicy") == "Always");
   CHECK(proxy.at("args") == json::parse(R"(["run","-c","/etc/portcullis/config/config.yaml","--no-firewall"])"));
-  const auto &sc = proxy.at("securityContext");
+  const auto& sc = proxy.at("securityContext");
   CHECK(sc.at("runAsUser") == 1337);
   CHECK(sc.at("runAsNonRoot") == true);
   CHECK(sc.at("readOnlyRootFilesystem") == true);
@@ -107,7 +107,7 @@ TEST_CASE(
         json::parse(R"({"path":"/healthz/ready","port":15021,"scheme":"HTTP"})"));
   CHECK(proxy.at("readinessProbe").at("httpGet").at("port") == 15021);
   CHECK(proxy.at("resources").at("requests").as_object().contains("memory"));
-  for (const auto &m : proxy.at("volumeMounts").as_array()) CHECK(m.at("readOnly") == true);
+  for (const auto& m : proxy.at("volumeMounts").as_array()) CHECK(m.at("readOnly") == true);
 }
 
 TEST_CASE("ConfigMap, Secret and image names come from the options") {
@@ -120,7 +120,7 @@ TEST_CASE("ConfigMap, Secret and image names come from the options") {
   CHECK(spec.at("volumes") == json::parse(
                                   R"([{"name":"portcullis-config","configMap":{"name":"mesh-config"}},
                                              {"name":"portcullis-certs","secret":{"secretName":"mesh-tls"}}])"));
-  const auto &proxy = container(spec, "initContainers", "portcullis-proxy");
+  const auto& proxy = container(spec, "initContainers", "portcullis-proxy");
   CHECK(proxy.at("image") == "registry.example/portcullis:1.2.3");
   CHECK(proxy.at("args").at(2) == "/etc/portcullis/config/sidecar.yaml");
 }
@@ -129,14 +129,14 @@ TEST_CASE(
     "httpGet probes go through the sidecar's probes listener, the "
     "original target is recorded") {
   auto spec = first_doc(inject_text(read_text(kGoldenDir + "pod.in.yaml"))).at("spec");
-  const auto &app = container(spec, "containers", "app");
+  const auto& app = container(spec, "containers", "app");
   CHECK(app.at("livenessProbe").at("httpGet") ==
         json::parse(R"({"path":"/app-health/app/livez","port":15021,"scheme":"HTTP"})"));
   CHECK(app.at("livenessProbe").at("periodSeconds") == 10);  // timing is the app's
   CHECK(app.at("readinessProbe").at("httpGet").at("path") == "/app-health/app/readyz");
   CHECK(app.at("startupProbe").at("tcpSocket").at("port") == 8080);  // not HTTP: unchanged
-  const auto &proxy = container(spec, "initContainers", "portcullis-proxy");
-  const auto &env = proxy.at("env").at(0);
+  const auto& proxy = container(spec, "initContainers", "portcullis-proxy");
+  const auto& env = proxy.at("env").at(0);
   CHECK(env.at("name") == "PORTCULLIS_APP_PROBES");
   auto recorded = json::parse(env.at("value").as_string());
   // The named port is resolved to its number, headers are kept for the sidecar
@@ -233,10 +233,10 @@ spec:
 }
 
 TEST_CASE("malformed YAML is FILE:LINE:COL: message") {
-  auto error_of = [](const std::string &text) {
+  auto error_of = [](const std::string& text) {
     try {
       inject_manifests(text, "bad.yaml", Options{});
-    } catch (const std::runtime_error &e) {
+    } catch (const std::runtime_error& e) {
       return std::string(e.what());
     }
     return std::string("no error");

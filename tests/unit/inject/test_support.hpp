@@ -10,7 +10,7 @@ namespace portcullis::inject::test {
 
 inline const std::string kGoldenDir = "tests/unit/inject/golden/";
 
-inline std::string read_text(const std::string &path) {
+inline std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + path);
   std::ostringstream s;

@@ -7,7 +7,7 @@ using namespace portcullis::inject;
 namespace json = boost::json;
 
 namespace {
-json::value load(const std::string &yaml) { return yaml_to_json(YAML::Load(yaml)); }
+json::value load(const std::string& yaml) { return yaml_to_json(YAML::Load(yaml)); }
 }  // namespace
 
 TEST_CASE("scalars resolve as kubectl reads them") {
