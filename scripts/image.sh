@@ -19,6 +19,8 @@ root=$ctx/rootfs
 mkdir -p "$root/usr/local/bin" "$root/tmp" "$root/etc/portcullis"
 chmod 1777 "$root/tmp"          # `portcullis demo` writes its throwaway CA under /tmp
 install -m 0755 "$binary" "$root/usr/local/bin/portcullis"
+# Debug symbols stay in the build tree (a debug build is ~80 MB of them).
+if command -v strip >/dev/null; then strip --strip-debug "$root/usr/local/bin/portcullis"; fi
 
 # Every library ldd resolves (`name => /path (addr)`) and the loader (`/lib64/ld-... (addr)`),
 # copied to the same path, symlinks followed.
