@@ -38,6 +38,12 @@ void clear_capabilities() {
 
 }  // namespace
 
+bool has_capability(int cap) {
+  __user_cap_data_struct now[2]{};
+  if (!capabilities(now) || cap < 0 || cap >= 64) return false;
+  return (now[cap / 32].effective >> (cap % 32)) & 1u;
+}
+
 void drop_privileges(std::uint32_t uid, std::uint32_t gid) {
   uid_t ruid, euid, suid;
   gid_t rgid, egid, sgid;

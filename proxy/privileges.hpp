@@ -12,4 +12,7 @@ namespace portcullis {
 // only the last two steps. Throws std::runtime_error naming the step that failed.
 void drop_privileges(std::uint32_t uid, std::uint32_t gid);
 
+// Is `cap` (CAP_NET_ADMIN, ...) in this process's effective set?
+bool has_capability(int cap);
+
 }  // namespace portcullis

@@ -1,5 +1,6 @@
 #include "proxy/server.hpp"
 
+#include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -22,11 +23,25 @@
 #include "firewall/ruleset.hpp"
 #include "proxy/observe/access_log.hpp"
 #include "proxy/observe/admin.hpp"
+#include "proxy/privileges.hpp"
 
 namespace portcullis {
 namespace asio = boost::asio;
 namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// After run_as the kernel refuses every nftables change (no CAP_NET_ADMIN): a reload that leaves
+// the firewall section as it was must not fail for that; the table stays as applied at startup.
+// With the capability, an unchanged section is still sent (it repairs a table that drifted).
+bool firewall_reload_needed(const config::Config& current, const config::Config& next) {
+  if (!current.firewall || !next.firewall || has_capability(CAP_NET_ADMIN)) return true;
+  try {
+    return firewall::render_nft(firewall::build_ruleset(*current.firewall)) !=
+           firewall::render_nft(firewall::build_ruleset(*next.firewall));
+  } catch (const std::exception&) {
+    return true;  // the reload path reports it
+  }
+}
 }
 
 struct Server::ListenerGroup {
@@ -304,7 +319,7 @@ bool Server::try_reload(const std::string& why) {
   }
   // The firewall follows the config: an element diff when only sets changed, else a full
   // replace of our table, in one transaction. If the kernel refuses it, nothing changes.
-  if (!options_.no_firewall && next->config.firewall) {
+  if (!options_.no_firewall && next->config.firewall && firewall_reload_needed(snapshot_->config, next->config)) {
     try {
       auto desired = firewall::build_ruleset(*next->config.firewall);
       auto result = snapshot_->config.firewall

@@ -24,8 +24,9 @@ run_phase() {
   [ $rc -eq 0 ] || status=1
 }
 
+# (Functions run under `||`, where bash ignores set -e: every step says `|| return`.)
 suite() {
-  bash scripts/build.sh
+  bash scripts/build.sh || return
   (cd "${BUILD_DIR:-build}" && ctest --output-on-failure -j1 "$@")
 }
 
@@ -35,12 +36,13 @@ asan() {
   [ -n "${CI:-}" ] && werror=ON
   cmake -S . -B build-asan -G Ninja -DPORTCULLIS_WERROR=$werror -DPORTCULLIS_TESTS=ON \
     -DPORTCULLIS_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=None \
-    -DCMAKE_CXX_FLAGS="-O1 -g1" -DCMAKE_C_FLAGS="-O1 -g1" >/dev/null
+    -DCMAKE_CXX_FLAGS="-O1 -g1" -DCMAKE_C_FLAGS="-O1 -g1" >/dev/null || return
   # Every executable but the benchmarks (portcullis-loadgen, portcullis-*-bench): the tests need
   # only the proxy and the unit test binaries.
   local targets
-  targets=$(ninja -C build-asan -t targets all | sed -n 's/^\([^:]*\): CXX_EXECUTABLE_LINKER.*/\1/p' | xargs -n1 basename | grep -v '^portcullis-')
-  cmake --build build-asan -j"$(nproc)" --target $targets
+  targets=$(ninja -C build-asan -t targets all | sed -n 's/^\([^:]*\): CXX_EXECUTABLE_LINKER.*/\1/p' | grep -v '\.cmake$' |
+    xargs -n1 basename | grep -v '^portcullis-') || return
+  cmake --build build-asan -j"$(nproc)" --target $targets || return
   export ASAN_OPTIONS=abort_on_error=1:halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=0
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   (cd build-asan && ctest --output-on-failure -j1 "$@")

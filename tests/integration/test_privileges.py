@@ -167,3 +167,71 @@ def test_run_as_another_user_without_root_exits_2_naming_the_step(env, monkeypat
     p = Proxy(config(pki, up.address, top="run_as: { uid: 1000, gid: 1000 }"), d, expect_ready=False)
     assert p.proc.wait(30) == 2
     assert "run_as: switching to uid 1000 gid 1000 needs root" in p.stderr(), p.stderr()
+
+
+def test_run_as_after_applying_the_firewall_in_a_network_namespace(env, tmp_path):
+    """Root applies the nftables table in the proxy's network namespace, then the proxy runs as
+    nobody with no capability; the table stays, and a reload that leaves the firewall section
+    alone still succeeds (nftables is not touched), while one that changes it is rejected."""
+    d, pki, up = env
+    ns = f"pcpriv{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    proc = None
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        readable_by_everyone(d)
+        cfg_path = os.path.join(d, "fw.yaml")
+
+        def write(allow):
+            text = sidecar_config("tcp://127.0.0.1:9", pki.server_cert, pki.server_key, pki.ca.ca_path,
+                                  paths_rule("everything", '["/**"]'), top=f"run_as: {{ uid: {NOBODY}, gid: {NOBODY} }}")
+            text += ("firewall:\n  table: pcpriv\n  proxy_uid: 65534\n  intercept:\n    inbound: { ports: [8080], to: 15006 }\n"
+                     f"  ingress:\n    default: drop\n    allow:\n      - {{ cidrs: [{allow}], ports: [8080] }}\n")
+            with open(cfg_path + ".new", "w") as f:
+                f.write(text)
+            os.chmod(cfg_path + ".new", 0o644)
+            os.replace(cfg_path + ".new", cfg_path)
+
+        write("10.0.0.0/8")
+        log_path = os.path.join(d, "fw.stderr")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, harness.BIN, "run", "-c", cfg_path],
+                                stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))
+
+        def log():
+            return open(log_path).read()
+
+        def wait_for(text, count=1):
+            for _ in range(300):  # up to 30 s
+                if log().count(text) >= count or proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert log().count(text) >= count, log()
+
+        wait_for("running as uid 65534")
+        wait_for("ready on")
+        st = status_fields(proc.pid)[0]
+        assert st["Uid"].split() == [str(NOBODY)] * 4 and int(st["CapEff"], 16) == 0, st
+        table = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "pcpriv"],
+                               capture_output=True, text=True)
+        assert table.returncode == 0 and "10.0.0.0/8" in table.stdout, table.stderr
+
+        # Same firewall section, other policy: the reload succeeds without touching nftables.
+        text = open(cfg_path).read()
+        write("10.0.0.0/8")
+        with open(cfg_path, "w") as f:
+            f.write(text.replace('paths: ["/**"]', 'paths: ["/x/**"]'))
+        proc.send_signal(signal.SIGHUP)
+        wait_for("reload complete")
+
+        # A changed allowlist needs CAP_NET_ADMIN: rejected, the old table stays.
+        write("192.168.0.0/16")
+        proc.send_signal(signal.SIGHUP)
+        wait_for("reload rejected")
+        table = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "pcpriv"],
+                               capture_output=True, text=True)
+        assert "10.0.0.0/8" in table.stdout and "192.168.0.0/16" not in table.stdout
+    finally:
+        if proc and proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
