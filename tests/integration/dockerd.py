@@ -14,6 +14,7 @@ registry: `docker import` of a rootfs holding Debian's static busybox, tagged `b
 
 Under CI (the CI variable set) a daemon that cannot start fails the test; elsewhere it skips.
 """
+import ctypes
 import os
 import shutil
 import signal
@@ -34,6 +35,12 @@ UNOFFICIAL_IMAGE = "evil.example/tool:1"
 
 class DockerdError(RuntimeError):
     pass
+
+
+def _die_with_parent():
+    # A test run killed before its teardown (ctest timeout, ^C twice) must not leave dockerd
+    # behind: it gets SIGTERM when the process that started it dies (PR_SET_PDEATHSIG).
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 class Dockerd:
@@ -59,7 +66,8 @@ class Dockerd:
              "-H", self.host, "--pidfile", self.pidfile, "--iptables=false", "--ip6tables=false",
              "--bridge=none", "--containerd-namespace", ns, "--containerd-plugins-namespace", ns + "p",
              "--shutdown-timeout", "5"],
-            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         try:
             self._wait_ready(start_timeout)
         except BaseException:
