@@ -559,6 +559,21 @@ class HttpSession {
     }
     if (!switching && !keep_client) h += "connection: close\r\n";
     h += "\r\n";
+    // A Content-Length body that has already arrived whole leaves with the head: one TLS record
+    // and one write instead of two.
+    bool complete = true;
+    if (!switching && !no_body && !chunked && length && *length > 0 && upbuf_.size() >= *length) {
+      resp.eager(true);
+      error_code pec;
+      resp.pieces().clear();
+      std::size_t n = resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
+      if (pec && pec != boost::beast::http::error::need_more) {
+        complete = false;
+      } else {
+        for (auto p : resp.pieces()) h.append(p);
+        upbuf_.consume(n);
+      }
+    }
     deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
     if (auto e = co_await down_.write_all(asio::buffer(h))) {
       up_.close();
@@ -588,11 +603,10 @@ class HttpSession {
       co_return false;
     }
 
-    bool complete = true;
     if (!no_body) {
       resp.eager(true);
       deadline_.disarm();
-      while (!resp.is_done()) {
+      while (complete && !resp.is_done()) {
         if (!upbuf_.empty()) {
           error_code pec;
           resp.pieces().clear();

@@ -2,6 +2,9 @@
 // One timer per connection bounds every wait: arm() before a read or write, and when the time
 // passes, on_expire closes the sockets so the pending operation completes with an error.
 // Cheaper than a timer per operation, and no wait can be left unbounded by mistake.
+// Lazy: an arm() that moves the deadline later only records it (no timer cancel, no timerfd
+// syscall, no coroutine wake-up); when the timer fires early, watch() re-arms it for the
+// recorded time. Only an arm() that moves the deadline earlier touches the timer.
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -27,14 +30,15 @@ class Deadline {
   void arm(std::chrono::milliseconds d) {
     state_->what = nullptr;
     state_->expired = false;
-    state_->timer.expires_after(d);
+    state_->due = std::chrono::steady_clock::now() + d;
+    if (state_->due < state_->timer.expiry()) state_->timer.expires_at(state_->due);
   }
   // `what` names the wait for logs ("header timeout"); a static string.
   void arm(std::chrono::milliseconds d, const char* what) {
     arm(d);
     state_->what = what;
   }
-  void disarm() { state_->timer.expires_at(std::chrono::steady_clock::time_point::max()); }
+  void disarm() { state_->due = std::chrono::steady_clock::time_point::max(); }
   bool expired() const { return state_->expired; }
   const char* what() const { return state_->what; }
   void stop() {
@@ -50,17 +54,23 @@ class Deadline {
     bool stopped = false;
     bool expired = false;
     const char* what = nullptr;
+    std::chrono::steady_clock::time_point due = std::chrono::steady_clock::time_point::max();
   };
   static boost::asio::awaitable<void> watch(std::shared_ptr<State> s) {
     while (!s->stopped) {
       co_await s->timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
       if (s->stopped) break;
-      if (s->timer.expiry() <= std::chrono::steady_clock::now()) {
-        // Fired: run on_expire once, then keep watching so a later arm() still bounds its wait.
-        s->expired = true;
-        s->timer.expires_at(std::chrono::steady_clock::time_point::max());
-        s->on_expire();
+      auto now = std::chrono::steady_clock::now();
+      if (s->timer.expiry() > now) continue;  // cancelled by an earlier arm(): wait again
+      if (s->due > now) {
+        s->timer.expires_at(s->due);  // the deadline moved later (or was disarmed) since
+        continue;
       }
+      // Fired: run on_expire once, then keep watching so a later arm() still bounds its wait.
+      s->expired = true;
+      s->due = std::chrono::steady_clock::time_point::max();
+      s->timer.expires_at(std::chrono::steady_clock::time_point::max());
+      s->on_expire();
     }
   }
   std::shared_ptr<State> state_;

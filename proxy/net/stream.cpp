@@ -22,6 +22,9 @@ TlsSocket::TlsSocket(tcp::socket socket, SSL_CTX* ctx, bool server) : socket_(st
     SSL_set_fd(ssl_, static_cast<int>(socket_.native_handle()));
     SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // One read() per TLS record instead of two (5-byte header, then the body); bytes read
+    // ahead stay visible to has_buffered_data() (SSL_has_pending).
+    SSL_set_read_ahead(ssl_, 1);
     if (server) SSL_set_accept_state(ssl_);
     else SSL_set_connect_state(ssl_);
   }
