@@ -75,12 +75,13 @@ int cmd_run(const std::string& path, bool no_firewall) {
   }
   if (!observe::configure_access_log(snap->config.log.access_log)) return 1;
   warn_expiring_certificates(*snap);
-  if (snap->config.firewall && !no_firewall) {
-    if (int rc = apply_firewall_at_startup(*snap); rc != 0) return rc;
-  }
-  try {
   RunOptions options;
   options.no_firewall = no_firewall;
+  if (snap->config.firewall && !no_firewall) {
+    if (int rc = apply_firewall_at_startup(*snap); rc != 0) return rc;
+    options.firewall_applied = true;
+  }
+  try {
     Server server(snap, options);
     server.bind();
     // The kubelet's probes (docs/deploy.md): bound with the listeners, served until the proxy exits.
@@ -91,7 +92,6 @@ int cmd_run(const std::string& path, bool no_firewall) {
       probes = std::make_unique<observe::ProbesListener>(*snap->config.probes, std::move(app_probes));
       spdlog::info("listener 'probes' ready on {}", probes->address());
     }
-    options.firewall_applied = true;
     if (const auto& ra = snap->config.run_as) {
       drop_privileges(ra->uid, ra->gid);  // after binding and the firewall: nothing later needs root
       spdlog::info("running as uid {} gid {} with no capabilities", ra->uid, ra->gid);
