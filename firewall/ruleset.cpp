@@ -231,9 +231,10 @@ std::string format_range(const AddrRange& r) {
 Ruleset build_ruleset(const Spec& spec) {
   Ruleset rs;
   rs.table = spec.table;
-  if (rs.table.empty() || rs.table.size() > 255 ||
+  // nft's grammar reads a name only when it starts with a letter or '_' ("1" or "-x" do not parse).
+  if (rs.table.empty() || rs.table.size() > 255 || !(std::isalpha(static_cast<unsigned char>(rs.table[0])) || rs.table[0] == '_') ||
       !std::all_of(rs.table.begin(), rs.table.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }))
-    throw SpecError("firewall: table name '" + spec.table + "' must be letters, digits, '_' or '-'");
+    throw SpecError("firewall: table name '" + spec.table + "' must start with a letter or '_' and be letters, digits, '_' or '-'");
 
   const bool any_filter = spec.has_ingress || spec.has_egress;
   if (any_filter) rs.sets.push_back(icmpv6_nd_set());

@@ -612,8 +612,8 @@ void parse_firewall(Reader& r, const YAML::Node& n, Config& cfg) {
   if (n["table"]) {
     if (auto s = r.str(n["table"], "firewall.table")) {
       spec.table = *s;
-      if (!valid_name(*s) || s->find('.') != std::string::npos)
-        r.error(n["table"], "firewall.table must be letters, digits, '-' or '_'");
+      if (!valid_name(*s) || s->find('.') != std::string::npos || !(std::isalpha(static_cast<unsigned char>((*s)[0])) || (*s)[0] == '_'))
+        r.error(n["table"], "firewall.table must start with a letter or '_' and be letters, digits, '-' or '_'");
     }
   }
   if (n["proxy_uid"]) if (auto v = r.uint(n["proxy_uid"], "firewall.proxy_uid", 0, UINT32_MAX - 1)) spec.proxy_uid = static_cast<std::uint32_t>(*v);

@@ -6,6 +6,19 @@
 using portcullis::config::ConfigError;
 using portcullis::config::load_string;
 
+namespace {
+// One listener, one upstream, one policy: tests add a section at the end (line 7 on).
+std::string minimal() {
+  return R"(upstreams:
+  app: { address: tcp://127.0.0.1:8080 }
+listeners:
+  - { name: a, address: 127.0.0.1:15006, upstream: app, policy: p }
+policies:
+  p: { rules: [ { name: r, http: { paths: ["/**"] } } ] }
+)";
+}
+}  // namespace
+
 // fuzz_config, first run: parse_tls / parse_upstreams / parse_policies held `const auto& x =
 // it->second` where yaml-cpp's iterator returns a temporary proxy, so every later use read a
 // dead stack object (ASan: stack-use-after-scope; GCC builds happened to work). This test reads
@@ -42,13 +55,7 @@ policies:
 }
 
 TEST_CASE("max_connections at the top is the process-wide connection cap", "[config][limits]") {
-  const std::string rest = R"(upstreams:
-  app: { address: tcp://127.0.0.1:8080 }
-listeners:
-  - { name: a, address: 127.0.0.1:15006, upstream: app, policy: p }
-policies:
-  p: { rules: [ { name: r, http: { paths: ["/**"] } } ] }
-)";
+  const std::string rest = minimal();
   REQUIRE(load_string(rest, "c.yaml").max_connections == 0);  // derived from RLIMIT_NOFILE at run time
   REQUIRE(load_string("max_connections: 300\n" + rest, "c.yaml").max_connections == 300);
   try {
@@ -57,5 +64,17 @@ policies:
   } catch (const ConfigError& e) {
     REQUIRE(e.diagnostics.at(0).str().rfind("c.yaml:1:", 0) == 0);
     REQUIRE(e.diagnostics.at(0).message.find("max_connections") != std::string::npos);
+  }
+}
+
+// The same finding at the config level: `firewall.table: 1x` is refused with its position.
+TEST_CASE("fuzz regression: firewall.table must start with a letter", "[config][fuzz]") {
+  const std::string rest = minimal() + "firewall:\n  table: 1x\n";
+  try {
+    load_string(rest, "t.yaml");
+    FAIL("a table name starting with a digit was accepted");
+  } catch (const ConfigError& e) {
+    REQUIRE(e.diagnostics.at(0).str().rfind("t.yaml:8:", 0) == 0);
+    REQUIRE(e.diagnostics.at(0).message.find("must start with a letter") != std::string::npos);
   }
 }
