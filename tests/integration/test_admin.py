@@ -324,3 +324,17 @@ def test_admin_listener_moves_on_reload_and_a_taken_address_is_refused(env):
     finally:
         taken.close()
         assert p.stop() == 0
+
+
+def test_denials_are_logged_even_with_the_access_log_off(env):
+    d, pki, up = env
+    p = Proxy(logging_config(pki, up, "\"off\""), d)
+    try:
+        assert request(pki, p.port("inbound"), "/allowed/quiet") == 200
+        assert request(pki, p.port("inbound"), "/secret") == 403
+    finally:
+        assert p.stop() == 0
+    assert open(p.stdout_path).read() == ""
+    lines = [json.loads(l) for l in p.stderr().splitlines() if l.startswith("{")]
+    assert [(l["event.outcome"], l["url.path"]) for l in lines] == [("deny", "/secret")]
+    assert lines[0]["reason"].startswith("no rule allows GET /secret")
