@@ -213,7 +213,7 @@ scrape_configs:
         p.stop()
 
 
-def wait_for_log(p, text, count=1, timeout=10):
+def wait_for_log(p, text, count=1, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if p.stderr().count(text) >= count:
@@ -319,8 +319,11 @@ def test_admin_listener_moves_on_reload_and_a_taken_address_is_refused(env):
         assert "admin listener: cannot listen on 127.0.0.1:%d" % taken.getsockname()[1] in p.stderr()
         assert get(second, "/healthz") == (200, "ok\n")
         assert request(pki, p.port("inbound"), "/allowed/x") == 200  # the old policy is in force
+        # The file watcher and SIGHUP may each trigger a reload of the same file: at least one each.
         reloads = samples(get(second, "/metrics")[1], "portcullis_config_reloads_total")
-        assert reloads == {frozenset({("result", "success")}): 1, frozenset({("result", "failure")}): 1}
+        assert reloads.get(frozenset({("result", "success")}), 0) >= 1
+        assert reloads.get(frozenset({("result", "failure")}), 0) >= 1
+        assert set(reloads) <= {frozenset({("result", "success")}), frozenset({("result", "failure")})}
     finally:
         taken.close()
         assert p.stop() == 0
