@@ -3,8 +3,8 @@
 // never move between workers; the only thing shared is the immutable Snapshot.
 #include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <boost/intrusive/list.hpp>
 #include <memory>
-#include <unordered_set>
 
 #include "proxy/net/stream.hpp"
 #include "proxy/observe/metrics.hpp"
@@ -13,6 +13,15 @@
 
 namespace portcullis {
 
+// A connection waiting for its next request. Linked into Worker::idle without allocating
+// (two pointers in the connection itself): entering and leaving the list happens on every request.
+struct IdleConnection
+    : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+  explicit IdleConnection(net::Stream& s) : stream(&s) {}
+  net::Stream* stream;
+};
+using IdleList = boost::intrusive::list<IdleConnection, boost::intrusive::constant_time_size<false>>;
+
 struct Worker {
   unsigned index = 0;
   boost::asio::io_context ioc{1};
@@ -20,14 +29,14 @@ struct Worker {
   UpstreamPool pool;
   bool draining = false;
   // Connections waiting for their next request; closed at once when draining.
-  std::unordered_set<net::Stream*> idle;
+  IdleList idle;
   std::atomic<std::uint64_t> active{0};
   // Only touched on this worker's thread; the admin endpoint posts here to copy it.
   observe::MetricSet metrics;
 
   void drain() {
     draining = true;
-    for (auto* s : idle) s->close();
+    for (auto& c : idle) c.stream->close();
     idle.clear();
     pool.clear();
   }

@@ -50,6 +50,7 @@ class Parser : public beast_http::basic_parser<isRequest> {
     if (header_done_) return;  // trailers are not forwarded
     std::string_view name(name_sv.data(), name_sv.size());
     std::string_view value(value_sv.data(), value_sv.size());
+    if (fields.empty()) fields.reserve(16);  // one allocation for a typical head, not five
     policy::Header h;
     h.name.resize(name.size());
     for (std::size_t i = 0; i < name.size(); ++i) {

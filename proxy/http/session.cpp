@@ -5,6 +5,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/error.hpp>
+#include <spdlog/spdlog.h>
 #include <chrono>
 #include <cstring>
 
@@ -62,6 +63,12 @@ bool is_hop_by_hop(std::string_view name) {
 bool is_identity_header(std::string_view name) {
   return name == "x-forwarded-client-cert" || name == "x-remote-user" || name == "x-remote-group" ||
          name.starts_with("x-remote-extra-");
+}
+
+// RFC 9110 9.2.2.
+bool is_idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" || method == "PUT" ||
+         method == "DELETE";
 }
 
 std::string host_without_port(std::string_view h) {
@@ -126,7 +133,7 @@ class HttpSession {
   }
 
   ~HttpSession() {
-    w_.idle.erase(&down_);
+    idle_link_.unlink();
     deadline_.stop();
   }
 
@@ -145,6 +152,17 @@ class HttpSession {
       peer_ = certs::peer_identity(tls_->ssl());
     }
     while (!w_.draining) {
+      if (in_.empty()) {
+        // Idle between requests, waiting here rather than inside serve_one(): an idle
+        // connection holds no buffer and no request state (serve_one's frame is several KiB),
+        // and a drain closes it at once.
+        in_.release_if_empty();
+        deadline_.arm(ms(limits_.idle_timeout_ms), "idle timeout");
+        w_.idle.push_back(idle_link_);
+        auto wec = co_await down_.wait_readable();
+        idle_link_.unlink();
+        if (wec) break;
+      }
       bool keep = co_await serve_one();
       if (!keep) break;
       // The listener may have been removed or changed by a reload: finish with it.
@@ -185,7 +203,8 @@ class HttpSession {
   // ended cleanly before a request, or -status when the head must be refused.
   net::awaitable<long> read_head() {
     std::size_t scanned = 0;
-    bool first = true;
+    // run() waited for the first byte: from here the head has header_timeout_ms to arrive.
+    deadline_.arm(ms(limits_.header_timeout_ms), "header timeout");
     for (;;) {
       auto d = in_.data();
       for (std::size_t i = scanned; i < d.size(); ++i) {
@@ -196,28 +215,11 @@ class HttpSession {
       }
       scanned = d.size() >= 2 ? d.size() - 2 : 0;
       if (d.size() > limits_.header_bytes) co_return -431;
-      if (in_.empty()) {
-        // Idle between requests: no buffer held, and a drain may close us.
-        in_.release_if_empty();
-        deadline_.arm(ms(limits_.idle_timeout_ms), "idle timeout");
-        w_.idle.insert(&down_);
-        auto wec = co_await down_.wait_readable();
-        w_.idle.erase(&down_);
-        if (wec) co_return 0;
-      } else if (first) {
-        deadline_.arm(ms(limits_.header_timeout_ms), "header timeout");
-      }
       char* space = in_.space();
       auto [ec, n] = co_await down_.read_some(asio::buffer(space, std::min(in_.space_size(), io_chunk * 4)));
-      w_.idle.erase(&down_);
       if (ec || n == 0) {
         if (in_.empty()) co_return 0;
         co_return deadline_.expired() ? -408 : 0;
-      }
-      if (in_.empty()) {
-        deadline_.arm(ms(limits_.header_timeout_ms), "header timeout");
-        first = false;
-        request_start_ = std::chrono::steady_clock::now();
       }
       in_.commit(n);
       bytes_in_ += n;
@@ -388,7 +390,12 @@ class HttpSession {
     }
     if (!saw_host) out += "host: " + host + "\r\n";  // HTTP/1.0 without Host
     if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::xfcc)
-      out += "x-forwarded-client-cert: " + xfcc_value(*peer_) + "\r\n";
+    {
+      if (xfcc_.empty()) xfcc_ = xfcc_value(*peer_);  // the peer is fixed for the connection
+      out += "x-forwarded-client-cert: ";
+      out += xfcc_;
+      out += "\r\n";
+    }
     if (kube) kube->append_identity_headers(out);  // Impersonate-* or X-Remote-*
     else if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::remote_user) {
       out += "x-remote-user: " + peer_->user + "\r\n";
@@ -405,13 +412,20 @@ class HttpSession {
     out += "\r\n";
     if (buffered) out += docker->body;  // exactly the bytes inspected
 
-    if (!co_await ensure_upstream()) co_return false;
+    // RFC 9112 9.3.1: an idempotent request whose every byte we still hold may be sent again
+    // on a new connection when the kept-alive one turns out to be closed. Such a request skips
+    // the liveness check (a poll() per request) and is retried once instead; any other request
+    // is sent only on a connection that looks alive.
+    const bool retryable = (!has_body || buffered) && is_idempotent(req.method);
+    retry_request_ = retryable ? &out : nullptr;
+    if (!co_await ensure_upstream(!retryable)) co_return false;
     deadline_.arm(ms(limits_.idle_timeout_ms), "upstream write timeout");
     auto wec = co_await up_.write_all(asio::buffer(out));
     if (wec && reused_upstream_) {
       // A pooled connection the upstream had closed: one fresh attempt, nothing was sent yet.
+      retry_request_ = nullptr;
       up_.close();
-      if (!co_await ensure_upstream()) co_return false;
+      if (!co_await ensure_upstream(true)) co_return false;
       wec = co_await up_.write_all(asio::buffer(out));
     }
     if (wec) co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + wec.message());
@@ -501,6 +515,18 @@ class HttpSession {
         }
         if (upbuf_.space_size() == 0) co_return co_await upstream_failed(502, "upstream response head too large");
         auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), upbuf_.space_size()));
+        if ((rec || rn == 0) && !deadline_.expired() && reused_upstream_ && retry_request_ && upbuf_.empty()) {
+          // Not one byte of a response on a kept-alive connection: the upstream had closed it.
+          // Send the request again, once, on a new connection.
+          const std::string* again = std::exchange(retry_request_, nullptr);
+          up_.close();
+          spdlog::debug("listener '{}': kept-alive upstream connection was closed; sending the request again", listener_);
+          if (!co_await ensure_upstream(true)) co_return false;
+          if (limits_.upstream_timeout_ms) deadline_.arm(ms(limits_.upstream_timeout_ms), "upstream timeout");
+          if (auto e = co_await up_.write_all(asio::buffer(*again)))
+            co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + e.message());
+          continue;
+        }
         if (rec || rn == 0) {
           if (deadline_.expired())
             co_return co_await upstream_failed(504, "upstream sent no response within upstream_timeout_ms (" +
@@ -510,7 +536,9 @@ class HttpSession {
           co_return co_await upstream_failed(502, std::move(why));
         }
         upbuf_.commit(rn);
+        retry_request_ = nullptr;  // the upstream answered: never send this request twice
       }
+      retry_request_ = nullptr;
       record_.status = resp.status;
       bool informational = resp.status >= 100 && resp.status < 200;
       if (informational && resp.status != 101) {
@@ -683,10 +711,11 @@ class HttpSession {
     co_return !has_body && !ec;
   }
 
-  net::awaitable<bool> ensure_upstream() {
+  // check_alive: a kept connection must pass a poll() for a close or stray bytes first.
+  net::awaitable<bool> ensure_upstream(bool check_alive) {
     reused_upstream_ = false;
     std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
-    if (up_.is_open() && up_key_ == key && !up_.peer_closed_or_sent()) {
+    if (up_.is_open() && up_key_ == key && (!check_alive || !up_.peer_closed_or_sent())) {
       reused_upstream_ = true;
       co_return true;
     }
@@ -725,6 +754,7 @@ class HttpSession {
   }
 
   void reset_record() {
+    retry_request_ = nullptr;
     record_ = observe::AccessRecord{};
     reason_holder_.clear();
     bytes_in_ = bytes_out_ = 0;
@@ -751,18 +781,27 @@ class HttpSession {
   }
 
   // Per-worker counters for this request (only this worker's thread touches them).
+  // The label sets are rendered once per connection and reused while they stay the same
+  // (a keep-alive client mostly repeats one rule and one status class).
   void count_request() {
     std::string_view decision = record_.outcome;
     if (decision == "audit-deny") decision = "audit_deny";
-    w_.metrics.add(observe::Metric::requests_total,
-                   observe::labels({{"listener", listener_}, {"policy", lrt_->cfg.policy}, {"rule", record_.rule},
-                                    {"decision", decision}}));
-    if (record_.status >= 200 && record_.status < 600) {
-      const char* classes[] = {"2xx", "3xx", "4xx", "5xx"};
-      w_.metrics.add(observe::Metric::responses_total,
-                     observe::labels({{"listener", listener_}, {"class", classes[record_.status / 100 - 2]}}));
+    auto& rl = labels_.request;
+    if (rl.empty() || labels_.rule != record_.rule || labels_.decision != decision || labels_.policy != lrt_->cfg.policy) {
+      labels_.rule = record_.rule;
+      labels_.decision = decision;
+      labels_.policy = lrt_->cfg.policy;
+      rl = observe::labels({{"listener", listener_}, {"policy", labels_.policy}, {"rule", labels_.rule}, {"decision", decision}});
     }
-    w_.metrics.observe(observe::Metric::request_duration_seconds, observe::labels({{"listener", listener_}}),
+    w_.metrics.add(observe::Metric::requests_total, rl);
+    if (record_.status >= 200 && record_.status < 600) {
+      static constexpr const char* classes[] = {"2xx", "3xx", "4xx", "5xx"};
+      auto& cl = labels_.status_class[record_.status / 100 - 2];
+      if (cl.empty()) cl = observe::labels({{"listener", listener_}, {"class", classes[record_.status / 100 - 2]}});
+      w_.metrics.add(observe::Metric::responses_total, cl);
+    }
+    if (labels_.listener.empty()) labels_.listener = observe::labels({{"listener", listener_}});
+    w_.metrics.observe(observe::Metric::request_duration_seconds, labels_.listener,
                        std::chrono::duration<double>(record_.duration).count());
   }
 
@@ -783,6 +822,7 @@ class HttpSession {
   config::Limits limits_;
   net::Buffer in_, upbuf_;
   net::Stream down_, up_;
+  IdleConnection idle_link_{down_};
   net::TlsSocket* tls_ = nullptr;
   net::Deadline deadline_;
   std::optional<certs::Identity> peer_;
@@ -791,10 +831,15 @@ class HttpSession {
   std::string up_key_, upstream_address_;
   bool upstream_reusable_ = false;
   bool reused_upstream_ = false;
+  const std::string* retry_request_ = nullptr;  // the request bytes, while sending them again is allowed
   bool connection_error_ = false;
-  std::string path_, query_, scratch_;
+  std::string path_, query_, scratch_, xfcc_;
   observe::AccessRecord record_;
   std::string reason_holder_, rule_holder_;
+  struct {
+    std::string request, rule, decision, policy, listener;
+    std::string status_class[4];
+  } labels_;
   std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
   std::chrono::steady_clock::time_point request_start_;
 };

@@ -5,11 +5,9 @@
 // Lazy: an arm() that moves the deadline later only records it (no timer cancel, no timerfd
 // syscall, no coroutine wake-up); when the timer fires early, watch() re-arms it for the
 // recorded time. Only an arm() that moves the deadline earlier touches the timer.
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+// The timer's handler is a plain callback, not a coroutine: an idle connection carries no
+// coroutine frame for its deadline.
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -21,7 +19,7 @@ class Deadline {
   Deadline(boost::asio::any_io_executor ex, std::function<void()> on_expire)
       : state_(std::make_shared<State>(ex, std::move(on_expire))) {
     state_->timer.expires_at(std::chrono::steady_clock::time_point::max());
-    boost::asio::co_spawn(ex, watch(state_), boost::asio::detached);
+    wait(state_);
   }
   ~Deadline() { stop(); }
   Deadline(const Deadline&) = delete;
@@ -31,7 +29,7 @@ class Deadline {
     state_->what = nullptr;
     state_->expired = false;
     state_->due = std::chrono::steady_clock::now() + d;
-    if (state_->due < state_->timer.expiry()) state_->timer.expires_at(state_->due);
+    if (state_->due < state_->timer.expiry()) state_->timer.expires_at(state_->due);  // wakes on_timer()
   }
   // `what` names the wait for logs ("header timeout"); a static string.
   void arm(std::chrono::milliseconds d, const char* what) {
@@ -56,22 +54,26 @@ class Deadline {
     const char* what = nullptr;
     std::chrono::steady_clock::time_point due = std::chrono::steady_clock::time_point::max();
   };
-  static boost::asio::awaitable<void> watch(std::shared_ptr<State> s) {
-    while (!s->stopped) {
-      co_await s->timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
-      if (s->stopped) break;
-      auto now = std::chrono::steady_clock::now();
-      if (s->timer.expiry() > now) continue;  // cancelled by an earlier arm(): wait again
+  static void wait(const std::shared_ptr<State>& s) {
+    s->timer.async_wait([s](const boost::system::error_code&) { on_timer(s); });
+  }
+  static void on_timer(const std::shared_ptr<State>& s) {
+    if (s->stopped) return;
+    auto now = std::chrono::steady_clock::now();
+    if (s->timer.expiry() <= now) {
       if (s->due > now) {
         s->timer.expires_at(s->due);  // the deadline moved later (or was disarmed) since
-        continue;
+      } else {
+        // Fired: run on_expire once, then keep waiting so a later arm() still bounds its wait.
+        s->expired = true;
+        s->due = std::chrono::steady_clock::time_point::max();
+        s->timer.expires_at(std::chrono::steady_clock::time_point::max());
+        s->on_expire();
+        if (s->stopped) return;
       }
-      // Fired: run on_expire once, then keep watching so a later arm() still bounds its wait.
-      s->expired = true;
-      s->due = std::chrono::steady_clock::time_point::max();
-      s->timer.expires_at(std::chrono::steady_clock::time_point::max());
-      s->on_expire();
     }
+    // else: woken by an arm() that moved the expiry earlier; wait for the new expiry.
+    wait(s);
   }
   std::shared_ptr<State> state_;
 };

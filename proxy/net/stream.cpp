@@ -25,6 +25,9 @@ TlsSocket::TlsSocket(tcp::socket socket, SSL_CTX* ctx, bool server) : socket_(st
     // One read() per TLS record instead of two (5-byte header, then the body); bytes read
     // ahead stay visible to has_buffered_data() (SSL_has_pending).
     SSL_set_read_ahead(ssl_, 1);
+    // Room for four full records per read(): a streamed body costs a quarter of the reads.
+    // The buffer exists only while a read is in progress (SSL_MODE_RELEASE_BUFFERS).
+    SSL_set_default_read_buffer_len(ssl_, 4 * (SSL3_RT_MAX_PLAIN_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD + SSL3_RT_HEADER_LENGTH));
     if (server) SSL_set_accept_state(ssl_);
     else SSL_set_connect_state(ssl_);
   }
@@ -96,7 +99,21 @@ awaitable<io_result> TlsSocket::retry_io(Op op) {
 }
 
 awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
-  co_return co_await retry_io([&](std::size_t& n) { return SSL_read_ex(ssl_, b.data(), b.size(), &n); });
+  auto r = co_await retry_io([&](std::size_t& n) { return SSL_read_ex(ssl_, b.data(), b.size(), &n); });
+  // SSL_read returns one record (at most 16 KiB) per call. While more records are already
+  // buffered (one read() with read-ahead brings several), decrypt them into the same buffer:
+  // a body is then relayed in writes of up to the caller's size, not one per record.
+  auto* p = static_cast<char*>(b.data());
+  while (!r.first && r.second < b.size() && SSL_has_pending(ssl_)) {
+    ERR_clear_error();
+    std::size_t n = 0;
+    if (SSL_read_ex(ssl_, p + r.second, b.size() - r.second, &n) != 1) {
+      ERR_clear_error();  // WANT_READ (a partial record), close_notify or an error: the next call sees it
+      break;
+    }
+    r.second += n;
+  }
+  co_return r;
 }
 
 awaitable<io_result> TlsSocket::write_some(asio::const_buffer b) {

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from harness import CA, Pki, Proxy, RecordingUpstream, curl, paths_rule, raw_exchange, sidecar_config, tmpdir
+from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, paths_rule, raw_exchange,
+                     sidecar_config, tmpdir)
 
 
 def http_config(pki, upstream, extra_listener="", rules=None, top=""):
@@ -399,3 +400,152 @@ def test_connections_beyond_max_connections_are_closed_and_the_others_kept(env):
         assert s.recv(100).startswith(b"HTTP/1.1 200")
     assert "/third" not in up.paths()
     p.stop()
+
+
+class ScriptedUpstream:
+    """An upstream that treats the Nth request it receives (on any connection) as script[N]:
+    "answer" (200 with keep-alive framing, then close, like a server whose keep-alive timeout
+    just passed), "keep" (200, connection kept), or "drop" (close without answering); after the
+    script, "answer". Records (connection number, method, path, body bytes) of every request."""
+
+    def __init__(self, script=()):
+        self.script = list(script)
+        self.seen = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = f"tcp://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _read_request(self, c, data):
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(65536)
+            if not chunk:
+                return None, b""
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        while len(rest) < length:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        method, path = lines[0].split(" ")[:2]
+        return (method, path, len(rest[:length])), rest[length:]
+
+    def _serve(self):
+        n = 0
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            n += 1
+            data = b""
+            while True:
+                req, data = self._read_request(c, data)
+                if req is None:
+                    break
+                self.seen.append((n, *req))
+                action = self.script[len(self.seen) - 1] if len(self.seen) <= len(self.script) else "answer"
+                if action == "drop":
+                    break
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if action == "answer":
+                    time.sleep(0.05)  # the proxy reads the response before the FIN follows
+                    break
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def keepalive_requests(port, pki, requests, pause=0.3):
+    """Sends each raw request on one TLS connection, waiting for each response (Content-Length
+    framed) and `pause` seconds between them; returns the status codes."""
+    s = client_tls_context(pki, "alice").wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                                     server_hostname="localhost")
+    statuses = []
+    buf = b""
+    for req in requests:
+        s.sendall(req)
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                statuses.append(None)
+                s.close()
+                return statuses
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        while len(buf) < length:
+            buf += s.recv(65536)
+        buf = buf[length:]
+        statuses.append(int(head.split(b" ")[1]))
+        time.sleep(pause)
+    s.close()
+    return statuses
+
+
+def get(path):
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+POST = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def test_upstream_closing_kept_alive_connections_costs_the_client_nothing(env):
+    # The upstream closes each connection after its response. A GET goes out on the kept
+    # connection without a liveness check, finds it closed (not one response byte) and is sent
+    # again on a new connection; a POST with a body goes out only after the check saw the close.
+    d, pki, _ = env
+    up = ScriptedUpstream(["answer"] * 5)
+    p = Proxy(http_config(pki, up.address), d)
+    statuses = keepalive_requests(p.port("inbound"), pki, [get("/1"), get("/2"), POST, get("/3"), POST])
+    assert statuses == [200, 200, 200, 200, 200], (statuses, up.seen)
+    # Every request reached the upstream exactly once, each on its own connection.
+    assert [(m, path, n) for _, m, path, n in up.seen] == [
+        ("GET", "/1", 0), ("GET", "/2", 0), ("POST", "/p", 5), ("GET", "/3", 0), ("POST", "/p", 5)], up.seen
+    assert [c for c, *_ in up.seen] == [1, 2, 3, 4, 5]
+    log = [l for l in p.access_log() if l.get("url.path")]
+    assert [l["http.response.status_code"] for l in log] == [200] * 5
+    assert p.stop() == 0
+    up.close()
+
+
+def test_a_request_is_sent_again_at_most_once_and_never_a_post(env):
+    d, pki, _ = env
+    # /a is answered on a kept connection; /b arrives on it and the upstream drops it unanswered:
+    # the proxy sends /b once more on a new connection, which is dropped too, and the client gets
+    # 502 (no third attempt).
+    up = ScriptedUpstream(["keep", "drop", "drop"])
+    p = Proxy(http_config(pki, up.address), d)
+    statuses = keepalive_requests(p.port("inbound"), pki, [get("/a"), get("/b")])
+    assert statuses == [200, 502], (statuses, up.seen)
+    assert [(c, path) for c, _, path, _ in up.seen] == [(1, "/a"), (1, "/b"), (2, "/b")], up.seen
+    p.stop()
+    up.close()
+    # A POST whose connection is dropped unanswered is never sent twice: the upstream may have acted on it.
+    up = ScriptedUpstream(["keep", "drop"])
+    p = Proxy(http_config(pki, up.address), d)
+    statuses = keepalive_requests(p.port("inbound"), pki, [get("/a"), POST])
+    assert statuses == [200, 502], (statuses, up.seen)
+    assert [(c, m) for c, m, _, _ in up.seen] == [(1, "GET"), (1, "POST")], up.seen
+    p.stop()
+    up.close()
+    # A fresh connection that fails is not a stale one: no second attempt either.
+    up = ScriptedUpstream(["drop"])
+    p = Proxy(http_config(pki, up.address), d)
+    out = raw_exchange(p.port("inbound"), get("/once"), pki, "alice")
+    assert out.startswith(b"HTTP/1.1 502") and b"closed the connection before responding" in out, out
+    assert [path for _, _, path, _ in up.seen] == ["/once"], up.seen
+    assert p.stop() == 0
+    up.close()
