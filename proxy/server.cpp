@@ -268,19 +268,16 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
             total_active_.fetch_add(1, std::memory_order_relaxed);
             g->active->fetch_add(1, std::memory_order_relaxed);
             w.active.fetch_add(1, std::memory_order_relaxed);
-            auto serve = [](Worker& w, std::shared_ptr<ListenerGroup> g, net::tcp::socket s,
-                            std::atomic<std::uint64_t>& total) -> asio::awaitable<void> {
-              const std::string listener_labels = observe::labels({{"listener", g->name}});
-              w.metrics.add(observe::Metric::connections_total, listener_labels);
-              w.metrics.add(observe::Metric::connections_active, listener_labels);
-              if (g->protocol == config::Protocol::tcp) co_await serve_tcp(w, g->name, std::move(s));
-              else co_await serve_http(w, g->name, std::move(s));
-              w.metrics.add(observe::Metric::connections_active, listener_labels, -1);
+            // The connection's coroutine is spawned directly (no wrapper frame: an idle connection
+            // carries as little as possible); its completion handler does the accounting.
+            const std::string listener_labels = observe::labels({{"listener", g->name}});
+            w.metrics.add(observe::Metric::connections_total, listener_labels);
+            w.metrics.add(observe::Metric::connections_active, listener_labels);
+            auto done = [this, &w, g](std::exception_ptr e) {
+              w.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", g->name}}), -1);
               g->active->fetch_sub(1, std::memory_order_relaxed);
-              total.fetch_sub(1, std::memory_order_relaxed);
+              total_active_.fetch_sub(1, std::memory_order_relaxed);
               w.active.fetch_sub(1, std::memory_order_relaxed);
-            };
-            asio::co_spawn(w.ioc, serve(w, g, std::move(sock), total_active_), [](std::exception_ptr e) {
               if (e) {
                 try {
                   std::rethrow_exception(e);
@@ -288,7 +285,9 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
                   spdlog::error("connection ended by an unexpected exception: {}", ex.what());
                 }
               }
-            });
+            };
+            if (g->protocol == config::Protocol::tcp) asio::co_spawn(w.ioc, serve_tcp(w, g->name, std::move(sock)), done);
+            else asio::co_spawn(w.ioc, serve_http(w, g->name, std::move(sock)), done);
           }
         },
         asio::detached);

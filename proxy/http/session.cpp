@@ -137,47 +137,55 @@ class HttpSession {
     deadline_.stop();
   }
 
-  net::awaitable<void> run() {
-    if (tls_) {
-      deadline_.arm(ms(limits_.handshake_timeout_ms), "handshake timeout");
-      auto hec = co_await tls_->handshake();
-      w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", listener_}}));
+  // The connection's coroutine. Its frame holds the session itself: an idle connection is this
+  // one frame and the pending wait, nothing more.
+  static net::awaitable<void> serve(Worker& w, std::string listener, net::tcp::socket socket) {
+    HttpSession s(w, std::move(listener), std::move(socket));
+    if (s.tls_) {
+      s.deadline_.arm(ms(s.limits_.handshake_timeout_ms), "handshake timeout");
+      auto hec = co_await s.tls_->handshake();
+      s.w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", s.listener_}}));
       if (hec) {
-        if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "handshake"}}));
-        w_.metrics.add(observe::Metric::tls_handshake_failures_total,
-                       observe::labels({{"listener", listener_}, {"reason", observe::handshake_failure_reason(tls_->ssl(), hec, deadline_.expired())}}));
-        log_connection_error(deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + handshake_reason(hec));
+        if (s.deadline_.expired()) s.w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", s.listener_}, {"phase", "handshake"}}));
+        s.w_.metrics.add(observe::Metric::tls_handshake_failures_total,
+                       observe::labels({{"listener", s.listener_}, {"reason", observe::handshake_failure_reason(s.tls_->ssl(), hec, s.deadline_.expired())}}));
+        s.log_connection_error(s.deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + s.handshake_reason(hec));
         co_return;
       }
-      peer_ = certs::peer_identity(tls_->ssl());
+      s.peer_ = certs::peer_identity(s.tls_->ssl());
     }
-    while (!w_.draining) {
-      if (in_.empty()) {
+    while (!s.w_.draining) {
+      if (s.in_.empty()) {
         // Idle between requests, waiting here rather than inside serve_one(): an idle
         // connection holds no buffer and no request state (serve_one's frame is several KiB),
         // and a drain closes it at once.
-        in_.release_if_empty();
-        deadline_.arm(ms(limits_.idle_timeout_ms), "idle timeout");
-        w_.idle.push_back(idle_link_);
-        auto wec = co_await down_.wait_readable();
-        idle_link_.unlink();
-        if (wec) break;
+        s.in_.release_if_empty();
+        s.deadline_.arm(ms(s.limits_.idle_timeout_ms), "idle timeout");
+        if (!s.tls_ || !s.tls_->has_buffered_data()) {
+          // Waits for readability without reading, so no buffer is held, and directly on the socket
+          // (no coroutine of our own in between) to keep an idle connection small.
+          s.w_.idle.push_back(s.idle_link_);
+          auto [wec] = co_await s.down_.tcp_socket()->async_wait(net::tcp::socket::wait_read,
+                                                                asio::as_tuple(asio::use_awaitable));
+          s.idle_link_.unlink();
+          if (wec) break;
+        }
       }
-      bool keep = co_await serve_one();
+      bool keep = co_await s.serve_one();
       if (!keep) break;
       // The listener may have been removed or changed by a reload: finish with it.
-      if (w_.snapshot != snap_) {
-        auto it = w_.snapshot->listeners.find(listener_);
-        if (it == w_.snapshot->listeners.end()) break;
-        snap_ = w_.snapshot;
-        lrt_ = &it->second;
-        limits_ = lrt_->cfg.limits;
+      if (s.w_.snapshot != s.snap_) {
+        auto it = s.w_.snapshot->listeners.find(s.listener_);
+        if (it == s.w_.snapshot->listeners.end()) break;
+        s.snap_ = s.w_.snapshot;
+        s.lrt_ = &it->second;
+        s.limits_ = s.lrt_->cfg.limits;
       }
     }
-    deadline_.arm(1000ms);
-    release_upstream(false);
-    co_await down_.shutdown_send();
-    down_.close();
+    s.deadline_.arm(1000ms);
+    s.release_upstream(false);
+    co_await s.down_.shutdown_send();
+    s.down_.close();
   }
 
  private:
@@ -222,7 +230,7 @@ class HttpSession {
         co_return deadline_.expired() ? -408 : 0;
       }
       in_.commit(n);
-      bytes_in_ += n;
+      rq_->bytes_in += n;
     }
   }
 
@@ -232,10 +240,10 @@ class HttpSession {
     auto resp = http::json_response(status, body, true);
     deadline_.arm(ms(limits_.idle_timeout_ms), "write timeout");
     co_await down_.write_all(asio::buffer(resp));
-    record_.outcome = "error";
-    record_.status = status;
-    record_.reason = reason;
-    bytes_out_ += resp.size();
+    rq_->record.outcome = "error";
+    rq_->record.status = status;
+    rq_->record.reason = reason;
+    rq_->bytes_out += resp.size();
     finish_record();
     co_return false;
   }
@@ -247,6 +255,8 @@ class HttpSession {
   }
 
   net::awaitable<bool> serve_one() {
+    RequestState rq;
+    rq_ = &rq;
     reset_record();
     long head_len = co_await read_head();
     if (head_len == 0) co_return false;
@@ -286,17 +296,17 @@ class HttpSession {
       co_return co_await refuse(400, "bad_request", std::move(why));
     }
     in_.consume(used);
-    record_.method = req.method;
+    rq_->record.method = req.method;
 
     if (req.version != 11 && req.version != 10)
       co_return co_await refuse(505, "bad_version", "only HTTP/1.0 and HTTP/1.1 are served");
     if (auto why = http::check_request_fields(req.fields); !why.empty()) co_return co_await refuse_framing(std::move(why));
     auto target = policy::normalize_target(req.method, req.target);
     if (!target.ok) co_return co_await refuse(400, "bad_request", "request target refused: " + target.error);
-    path_ = target.path;
-    query_ = target.query;
-    record_.path = path_;
-    record_.query = query_;
+    rq_->path = target.path;
+    rq_->query = target.query;
+    rq_->record.path = rq_->path;
+    rq_->record.query = rq_->query;
 
     const std::string* host_field = req.field("host");
     std::string host = host_field ? host_without_port(*host_field) : std::string();
@@ -327,8 +337,8 @@ class HttpSession {
     if (lrt_->cfg.protocol == config::Protocol::kubernetes) {
       const certs::Identity* cert_identity = peer_ ? &*peer_ : nullptr;
       kube.emplace();
-      auto refusal = co_await kube->prepare(*lrt_, cert_identity, req.method, path_, query_, req.fields);
-      kube->fill_record(record_);
+      auto refusal = co_await kube->prepare(*lrt_, cert_identity, req.method, rq_->path, rq_->query, req.fields);
+      kube->fill_record(rq_->record);
       if (refusal && refusal->status == 403) co_return co_await deny(std::move(refusal->reason), "", has_body);
       if (refusal) co_return co_await refuse(refusal->status, refusal->kind, std::move(refusal->reason));
     }
@@ -337,9 +347,9 @@ class HttpSession {
     std::optional<http::DockerGate> docker;
     if (lrt_->cfg.protocol == config::Protocol::docker) {
       docker.emplace();
-      std::string why = co_await docker->prepare(req, path_, query_, limits_, lrt_->upstream->cfg,
-                                                 http::DownstreamBody{in_, down_, deadline_, bytes_in_});
-      record_.docker_action = docker->attrs.action;
+      std::string why = co_await docker->prepare(req, rq_->path, rq_->query, limits_, lrt_->upstream->cfg,
+                                                 http::DownstreamBody{in_, down_, deadline_, rq_->bytes_in});
+      rq_->record.docker_action = docker->attrs.action;
       if (!why.empty()) co_return co_await deny(std::move(why), "", true);
     }
     const bool buffered = docker && docker->buffered;  // forwarded from docker->body, not relayed
@@ -350,27 +360,27 @@ class HttpSession {
     if (kube) pr.kube = &kube->attributes();
     pr.method = req.method;
     pr.host = host;
-    pr.path = path_;
-    pr.query = query_;
+    pr.path = rq_->path;
+    pr.query = rq_->query;
     pr.headers = req.fields;
     if (docker) pr.docker = &docker->attrs;
     auto decision = lrt_->policy->decide(pr);
     if (kube && !decision.allowed()) decision.reason = kube->denial_reason(*lrt_->policy, pr, decision);
-    record_.rule = decision.rule;
-    record_.reason = decision.reason;
+    rq_->record.rule = decision.rule;
+    rq_->record.reason = decision.reason;
     if (!decision.allowed() && docker) decision.reason = http::docker_denial_reason(*lrt_->policy, pr, decision);
     if (!decision.allowed()) co_return co_await deny(decision.reason, decision.rule, has_body || buffered);
-    record_.outcome = decision.outcome == policy::Decision::Outcome::audit_deny ? "audit-deny" : "allow";
+    rq_->record.outcome = decision.outcome == policy::Decision::Outcome::audit_deny ? "audit-deny" : "allow";
 
     // Allowed: the request goes upstream.
     std::string out;
     out.reserve(head.size() + 256);
     out += req.method;
     out += ' ';
-    out += path_;
-    if (!query_.empty()) {
+    out += rq_->path;
+    if (!rq_->query.empty()) {
       out += '?';
-      out += query_;
+      out += rq_->query;
     }
     out += " HTTP/1.1\r\n";
     bool expect_continue = false;
@@ -459,14 +469,14 @@ class HttpSession {
       auto [rec, rn] = co_await down_.read_some(asio::buffer(in_.space(), std::min(in_.space_size(), io_chunk * 4)));
       if (rec || rn == 0) {
         up_.close();
-        record_.outcome = "error";
-        record_.reason = "client closed the connection during the request body";
+        rq_->record.outcome = "error";
+        rq_->record.reason = "client closed the connection during the request body";
         if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "body"}}));
         finish_record();
         co_return false;
       }
       in_.commit(rn);
-      bytes_in_ += rn;
+      rq_->bytes_in += rn;
     }
     if (req.chunked() && !buffered) {
       static constexpr std::string_view last = "0\r\n\r\n";
@@ -480,18 +490,18 @@ class HttpSession {
   net::awaitable<error_code> forward_pieces(net::Stream& to, const std::vector<std::string_view>& pieces, bool chunked) {
     if (pieces.empty()) co_return error_code{};
     if (!chunked && pieces.size() == 1) co_return co_await to.write_all(asio::buffer(pieces[0].data(), pieces[0].size()));
-    scratch_.clear();
+    rq_->scratch.clear();
     for (auto p : pieces) {
       if (p.empty()) continue;
       if (chunked) {
-        append_hex(scratch_, p.size());
-        scratch_ += "\r\n";
+        append_hex(rq_->scratch, p.size());
+        rq_->scratch += "\r\n";
       }
-      scratch_.append(p);
-      if (chunked) scratch_ += "\r\n";
+      rq_->scratch.append(p);
+      if (chunked) rq_->scratch += "\r\n";
     }
-    if (scratch_.empty()) co_return error_code{};
-    co_return co_await to.write_all(asio::buffer(scratch_));
+    if (rq_->scratch.empty()) co_return error_code{};
+    co_return co_await to.write_all(asio::buffer(rq_->scratch));
   }
 
   net::awaitable<bool> relay_response(http::Parser<true>& req, bool upgrade) {
@@ -539,7 +549,7 @@ class HttpSession {
         retry_request_ = nullptr;  // the upstream answered: never send this request twice
       }
       retry_request_ = nullptr;
-      record_.status = resp.status;
+      rq_->record.status = resp.status;
       bool informational = resp.status >= 100 && resp.status < 200;
       if (informational && resp.status != 101) {
         // 100 Continue and friends: pass on, then read the final response.
@@ -549,7 +559,7 @@ class HttpSession {
             if (!is_hop_by_hop(f.name)) h += f.name + ": " + f.value + "\r\n";
           h += "\r\n";
           co_await down_.write_all(asio::buffer(h));
-          bytes_out_ += h.size();
+          rq_->bytes_out += h.size();
         }
         continue;
       }
@@ -607,7 +617,7 @@ class HttpSession {
       up_.close();
       co_return fail_client(e);
     }
-    bytes_out_ += h.size();
+    rq_->bytes_out += h.size();
 
     if (switching) {
       // 101: the connection now carries another protocol (WebSocket, SPDY, Docker's raw
@@ -615,17 +625,17 @@ class HttpSession {
       deadline_.disarm();
       if (!upbuf_.empty()) {
         co_await down_.write_all(asio::buffer(upbuf_.data().data(), upbuf_.size()));
-        bytes_out_ += upbuf_.size();
+        rq_->bytes_out += upbuf_.size();
         upbuf_.consume(upbuf_.size());
       }
       if (!in_.empty()) {
         co_await up_.write_all(asio::buffer(in_.data().data(), in_.size()));
         in_.consume(in_.size());
       }
-      record_.status = 101;
+      rq_->record.status = 101;
       auto [a, b] = co_await relay(down_, up_, limits_.idle_timeout_ms);
-      bytes_in_ += a;
-      bytes_out_ += b;
+      rq_->bytes_in += a;
+      rq_->bytes_out += b;
       up_.close();
       finish_record();
       co_return false;
@@ -645,7 +655,7 @@ class HttpSession {
           }
           deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
           auto e = co_await forward_pieces(down_, resp.pieces(), downstream_chunked);
-          for (auto p : resp.pieces()) bytes_out_ += p.size();
+          for (auto p : resp.pieces()) rq_->bytes_out += p.size();
           upbuf_.consume(n);
           if (e) {
             up_.close();
@@ -680,8 +690,8 @@ class HttpSession {
     upbuf_.release_if_empty();  // idle keep-alive connections hold no response buffer
     if (!upstream_reusable_) up_.close();
     if (!complete) {
-      record_.outcome = "error";
-      record_.reason = "upstream response ended early; the client's response is truncated";
+      rq_->record.outcome = "error";
+      rq_->record.reason = "upstream response ended early; the client's response is truncated";
       w_.metrics.add(observe::Metric::upstream_failures_total, observe::labels({{"listener", listener_}, {"reason", "truncated"}}));
       keep_client = false;
     }
@@ -690,23 +700,23 @@ class HttpSession {
   }
 
   bool fail_client(const error_code& e) {
-    record_.outcome = "error";
-    record_.reason = "writing to the client failed: " + e.message();
+    rq_->record.outcome = "error";
+    rq_->record.reason = "writing to the client failed: " + e.message();
     finish_record();
     return false;
   }
 
   net::awaitable<bool> deny(std::string reason, std::string rule, bool has_body) {
-    record_.outcome = "deny";
-    record_.status = 403;
-    record_.reason = reason;
-    record_.rule = rule;
+    rq_->record.outcome = "deny";
+    rq_->record.status = 403;
+    rq_->record.reason = reason;
+    rq_->record.rule = rule;
     auto body = http::denial_body(lrt_->cfg.protocol, rule, reason);
     // With a body we did not read, the connection cannot be reused safely.
     auto resp = http::json_response(403, body, has_body);
     deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
     auto ec = co_await down_.write_all(asio::buffer(resp));
-    bytes_out_ += resp.size();
+    rq_->bytes_out += resp.size();
     finish_record();
     co_return !has_body && !ec;
   }
@@ -755,28 +765,28 @@ class HttpSession {
 
   void reset_record() {
     retry_request_ = nullptr;
-    record_ = observe::AccessRecord{};
-    reason_holder_.clear();
-    bytes_in_ = bytes_out_ = 0;
-    request_start_ = std::chrono::steady_clock::now();
+    rq_->record = observe::AccessRecord{};
+    rq_->reason_holder.clear();
+    rq_->bytes_in = rq_->bytes_out = 0;
+    rq_->start = std::chrono::steady_clock::now();
     upstream_reusable_ = false;
   }
 
   void finish_record() {
     // AccessRecord holds views: keep the strings alive here.
-    reason_holder_ = std::string(record_.reason);
-    rule_holder_ = std::string(record_.rule);
-    record_.reason = reason_holder_;
-    record_.rule = rule_holder_;
-    record_.listener = listener_;
-    record_.source_ip = source_ip_;
-    record_.source_port = source_port_;
-    if (!record_.peer) record_.peer = peer_ ? &*peer_ : nullptr;  // kubernetes: a TokenReview identity
-    record_.upstream = upstream_address_.empty() ? std::string_view(lrt_->upstream->cfg.address_text) : upstream_address_;
-    record_.bytes_in = bytes_in_;
-    record_.bytes_out = bytes_out_;
-    record_.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - request_start_);
-    observe::write_access_log(record_);
+    rq_->reason_holder = std::string(rq_->record.reason);
+    rq_->rule_holder = std::string(rq_->record.rule);
+    rq_->record.reason = rq_->reason_holder;
+    rq_->record.rule = rq_->rule_holder;
+    rq_->record.listener = listener_;
+    rq_->record.source_ip = source_ip_;
+    rq_->record.source_port = source_port_;
+    if (!rq_->record.peer) rq_->record.peer = peer_ ? &*peer_ : nullptr;  // kubernetes: a TokenReview identity
+    rq_->record.upstream = upstream_address_.empty() ? std::string_view(lrt_->upstream->cfg.address_text) : upstream_address_;
+    rq_->record.bytes_in = rq_->bytes_in;
+    rq_->record.bytes_out = rq_->bytes_out;
+    rq_->record.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - rq_->start);
+    observe::write_access_log(rq_->record);
     if (!connection_error_) count_request();
   }
 
@@ -784,35 +794,40 @@ class HttpSession {
   // The label sets are rendered once per connection and reused while they stay the same
   // (a keep-alive client mostly repeats one rule and one status class).
   void count_request() {
-    std::string_view decision = record_.outcome;
+    std::string_view decision = rq_->record.outcome;
     if (decision == "audit-deny") decision = "audit_deny";
-    auto& rl = labels_.request;
-    if (rl.empty() || labels_.rule != record_.rule || labels_.decision != decision || labels_.policy != lrt_->cfg.policy) {
-      labels_.rule = record_.rule;
-      labels_.decision = decision;
-      labels_.policy = lrt_->cfg.policy;
-      rl = observe::labels({{"listener", listener_}, {"policy", labels_.policy}, {"rule", labels_.rule}, {"decision", decision}});
+    if (!labels_) labels_ = std::make_unique<Labels>();
+    auto& labels = *labels_;
+    auto& rl = labels.request;
+    if (rl.empty() || labels.rule != rq_->record.rule || labels.decision != decision || labels.policy != lrt_->cfg.policy) {
+      labels.rule = rq_->record.rule;
+      labels.decision = decision;
+      labels.policy = lrt_->cfg.policy;
+      rl = observe::labels({{"listener", listener_}, {"policy", labels.policy}, {"rule", labels.rule}, {"decision", decision}});
     }
     w_.metrics.add(observe::Metric::requests_total, rl);
-    if (record_.status >= 200 && record_.status < 600) {
+    if (rq_->record.status >= 200 && rq_->record.status < 600) {
       static constexpr const char* classes[] = {"2xx", "3xx", "4xx", "5xx"};
-      auto& cl = labels_.status_class[record_.status / 100 - 2];
-      if (cl.empty()) cl = observe::labels({{"listener", listener_}, {"class", classes[record_.status / 100 - 2]}});
+      auto& cl = labels.status_class[rq_->record.status / 100 - 2];
+      if (cl.empty()) cl = observe::labels({{"listener", listener_}, {"class", classes[rq_->record.status / 100 - 2]}});
       w_.metrics.add(observe::Metric::responses_total, cl);
     }
-    if (labels_.listener.empty()) labels_.listener = observe::labels({{"listener", listener_}});
-    w_.metrics.observe(observe::Metric::request_duration_seconds, labels_.listener,
-                       std::chrono::duration<double>(record_.duration).count());
+    if (labels.listener.empty()) labels.listener = observe::labels({{"listener", listener_}});
+    w_.metrics.observe(observe::Metric::request_duration_seconds, labels.listener,
+                       std::chrono::duration<double>(rq_->record.duration).count());
   }
 
   void log_connection_error(std::string reason) {
+    RequestState rq;
+    RequestState* outer = std::exchange(rq_, &rq);
     reset_record();
-    record_.outcome = "error";
-    reason_holder_ = std::move(reason);
-    record_.reason = reason_holder_;
+    rq_->record.outcome = "error";
+    rq_->reason_holder = std::move(reason);
+    rq_->record.reason = rq_->reason_holder;
     connection_error_ = true;  // logged, but not a request
     finish_record();
     connection_error_ = false;
+    rq_ = outer;
   }
 
   Worker& w_;
@@ -833,22 +848,28 @@ class HttpSession {
   bool reused_upstream_ = false;
   const std::string* retry_request_ = nullptr;  // the request bytes, while sending them again is allowed
   bool connection_error_ = false;
-  std::string path_, query_, scratch_, xfcc_;
-  observe::AccessRecord record_;
-  std::string reason_holder_, rule_holder_;
-  struct {
+  std::string xfcc_;
+  // What one request needs until it is logged: it lives in serve_one()'s frame, so an idle
+  // connection does not carry it.
+  struct RequestState {
+    observe::AccessRecord record;
+    std::string reason_holder, rule_holder;
+    std::string path, query, scratch;
+    std::uint64_t bytes_in = 0, bytes_out = 0;
+    std::chrono::steady_clock::time_point start;
+  };
+  RequestState* rq_ = nullptr;  // the request being served (set by serve_one and log_connection_error)
+  struct Labels {
     std::string request, rule, decision, policy, listener;
     std::string status_class[4];
-  } labels_;
-  std::uint64_t bytes_in_ = 0, bytes_out_ = 0;
-  std::chrono::steady_clock::time_point request_start_;
+  };
+  std::unique_ptr<Labels> labels_;  // made by the first request: a connection that never sends one needs none
 };
 
 }  // namespace
 
 net::awaitable<void> serve_http(Worker& w, std::string listener, net::tcp::socket socket) {
-  HttpSession session(w, std::move(listener), std::move(socket));
-  co_await session.run();
+  return HttpSession::serve(w, std::move(listener), std::move(socket));
 }
 
 }  // namespace portcullis

@@ -160,23 +160,6 @@ awaitable<io_result> Stream::read_some(asio::mutable_buffer b) {
   co_return io_result{asio::error::not_connected, 0};
 }
 
-awaitable<error_code> Stream::wait_readable() {
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
-    if ((*t)->has_buffered_data()) co_return error_code{};
-    auto [ec] = co_await (*t)->socket().async_wait(tcp::socket::wait_read, use_tuple);
-    co_return ec;
-  }
-  if (auto* s = std::get_if<tcp::socket>(&v_)) {
-    auto [ec] = co_await s->async_wait(tcp::socket::wait_read, use_tuple);
-    co_return ec;
-  }
-  if (auto* s = std::get_if<unix_socket>(&v_)) {
-    auto [ec] = co_await s->async_wait(unix_socket::wait_read, use_tuple);
-    co_return ec;
-  }
-  co_return asio::error::not_connected;
-}
-
 awaitable<error_code> Stream::write_all(asio::const_buffer b) {
   if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
     while (b.size() > 0) {

@@ -68,8 +68,6 @@ class Stream {
 
   bool is_open() const;
   awaitable<io_result> read_some(asio::mutable_buffer b);
-  // Waits until a read would not block, without reading: an idle connection holds no buffer.
-  awaitable<error_code> wait_readable();
   // Writes all of b (or fails).
   awaitable<error_code> write_all(asio::const_buffer b);
   // Half-close: FIN on TCP and unix sockets, close_notify on TLS.
