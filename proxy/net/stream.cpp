@@ -13,7 +13,13 @@
 namespace portcullis::net {
 namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// SSL_get_error() needs OpenSSL's error queue empty before each call; clearing it only when it
+// holds something is cheaper than ERR_clear_error() on every read and write.
+void clear_ssl_errors() {
+  if (ERR_peek_error()) ERR_clear_error();
 }
+}  // namespace
 
 TlsSocket::TlsSocket(tcp::socket socket, SSL_CTX* ctx, bool server) : socket_(std::move(socket)) {
   ssl_ = SSL_new(ctx);
@@ -82,16 +88,20 @@ awaitable<error_code> TlsSocket::handshake() {
 
 // SSL_read_ex / SSL_write_ex on a non-blocking socket: retry after waiting for whichever
 // readiness OpenSSL asks for (a read may need to write, e.g. a TLS 1.3 KeyUpdate reply).
+// read_some(), write_some() and write_all() return this coroutine as is (they are not
+// coroutines themselves): one coroutine frame per operation.
 template <class Op>
 awaitable<io_result> TlsSocket::retry_io(Op op) {
   for (;;) {
-    ERR_clear_error();
+    clear_ssl_errors();
     std::size_t n = 0;
     int r = op(n);
     if (r == 1) co_return io_result{error_code{}, n};
     int e = SSL_get_error(ssl_, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-      if (auto ec = co_await wait_for(e)) co_return io_result{ec, 0};
+      const auto what = e == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read;
+      auto [ec] = co_await socket_.async_wait(what, use_tuple);
+      if (ec) co_return io_result{ec, 0};
       continue;
     }
     co_return io_result{last_error(r), 0};
@@ -99,25 +109,42 @@ awaitable<io_result> TlsSocket::retry_io(Op op) {
 }
 
 awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
-  auto r = co_await retry_io([&](std::size_t& n) { return SSL_read_ex(ssl_, b.data(), b.size(), &n); });
-  // SSL_read returns one record (at most 16 KiB) per call. While more records are already
-  // buffered (one read() with read-ahead brings several), decrypt them into the same buffer:
-  // a body is then relayed in writes of up to the caller's size, not one per record.
-  auto* p = static_cast<char*>(b.data());
-  while (!r.first && r.second < b.size() && SSL_has_pending(ssl_)) {
-    ERR_clear_error();
-    std::size_t n = 0;
-    if (SSL_read_ex(ssl_, p + r.second, b.size() - r.second, &n) != 1) {
-      ERR_clear_error();  // WANT_READ (a partial record), close_notify or an error: the next call sees it
-      break;
+  return retry_io([ssl = ssl_, b](std::size_t& n) {
+    int r = SSL_read_ex(ssl, b.data(), b.size(), &n);
+    if (r != 1) return r;
+    // SSL_read returns one record (at most 16 KiB) per call. While more records are already
+    // buffered (one read() with read-ahead brings several), decrypt them into the same buffer:
+    // a body is then relayed in writes of up to the caller's size, not one per record.
+    auto* p = static_cast<char*>(b.data());
+    while (n < b.size() && SSL_has_pending(ssl)) {
+      clear_ssl_errors();
+      std::size_t more = 0;
+      if (SSL_read_ex(ssl, p + n, b.size() - n, &more) != 1) {
+        ERR_clear_error();  // WANT_READ (a partial record), close_notify or an error: the next call sees it
+        break;
+      }
+      n += more;
     }
-    r.second += n;
-  }
-  co_return r;
+    return 1;
+  });
 }
 
 awaitable<io_result> TlsSocket::write_some(asio::const_buffer b) {
-  co_return co_await retry_io([&](std::size_t& n) { return SSL_write_ex(ssl_, b.data(), b.size(), &n); });
+  return retry_io([ssl = ssl_, b](std::size_t& n) { return SSL_write_ex(ssl, b.data(), b.size(), &n); });
+}
+
+awaitable<io_result> TlsSocket::write_all(asio::const_buffer b) {
+  // The lambda keeps what is left to write across the waits; n reports the total.
+  return retry_io([ssl = ssl_, b, total = b.size()](std::size_t& n) mutable {
+    while (b.size() > 0) {
+      std::size_t w = 0;
+      int r = SSL_write_ex(ssl, b.data(), b.size(), &w);
+      if (r != 1) return r;
+      b += w;
+    }
+    n = total;
+    return 1;
+  });
 }
 
 awaitable<void> TlsSocket::shutdown_send() {
@@ -148,7 +175,11 @@ bool Stream::is_open() const {
 }
 
 awaitable<io_result> Stream::read_some(asio::mutable_buffer b) {
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) co_return co_await (*t)->read_some(b);
+  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) return (*t)->read_some(b);  // no frame of our own
+  return read_plain(b);
+}
+
+awaitable<io_result> Stream::read_plain(asio::mutable_buffer b) {
   if (auto* s = std::get_if<tcp::socket>(&v_)) {
     auto [ec, n] = co_await s->async_read_some(b, use_tuple);
     co_return io_result{ec, n};
@@ -162,12 +193,8 @@ awaitable<io_result> Stream::read_some(asio::mutable_buffer b) {
 
 awaitable<error_code> Stream::write_all(asio::const_buffer b) {
   if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
-    while (b.size() > 0) {
-      auto [ec, n] = co_await (*t)->write_some(b);
-      if (ec) co_return ec;
-      b += n;
-    }
-    co_return error_code{};
+    auto [ec, n] = co_await (*t)->write_all(b);
+    co_return ec;
   }
   if (auto* s = std::get_if<tcp::socket>(&v_)) {
     auto [ec, n] = co_await asio::async_write(*s, b, use_tuple);

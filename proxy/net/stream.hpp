@@ -38,6 +38,8 @@ class TlsSocket {
   awaitable<error_code> handshake();
   awaitable<io_result> read_some(asio::mutable_buffer b);
   awaitable<io_result> write_some(asio::const_buffer b);
+  // Writes all of b, or fails; the result's size is b.size() on success.
+  awaitable<io_result> write_all(asio::const_buffer b);
   // Sends close_notify (once); reading stays possible (a TLS half-close).
   awaitable<void> shutdown_send();
 
@@ -82,6 +84,7 @@ class Stream {
   bool peer_closed_or_sent() const;
 
  private:
+  awaitable<io_result> read_plain(asio::mutable_buffer b);  // tcp and unix sockets
   std::variant<std::monostate, tcp::socket, unix_socket, std::unique_ptr<TlsSocket>> v_;
 };
 
