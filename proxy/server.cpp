@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <ctime>
 #include <future>
@@ -230,6 +231,33 @@ std::string Server::scrape() {
   return observe::render(total);
 }
 
+void Server::spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g, net::tcp::socket sock) {
+  const std::string listener_labels = observe::labels({{"listener", g->name}});
+  w.metrics.add(observe::Metric::connections_total, listener_labels);
+  w.metrics.add(observe::Metric::connections_active, listener_labels);
+  // Spawned directly (no wrapper coroutine: an idle connection carries as little as possible);
+  // the completion handler does the accounting.
+  auto done = [this, &w, g](std::exception_ptr e) {
+    w.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", g->name}}), -1);
+    connection_ended(w, *g);
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        spdlog::error("connection ended by an unexpected exception: {}", ex.what());
+      }
+    }
+  };
+  if (g->protocol == config::Protocol::tcp) asio::co_spawn(w.ioc, serve_tcp(w, g->name, std::move(sock)), done);
+  else asio::co_spawn(w.ioc, serve_http(w, g->name, std::move(sock)), done);
+}
+
+void Server::connection_ended(Worker& w, ListenerGroup& g) {
+  g.active->fetch_sub(1, std::memory_order_relaxed);
+  total_active_.fetch_sub(1, std::memory_order_relaxed);
+  w.active.fetch_sub(1, std::memory_order_relaxed);
+}
+
 void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     Worker& w = *workers_[i];
@@ -265,29 +293,40 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
               warn_refused("process_max_connections", max_total_.load(std::memory_order_relaxed));
               continue;
             }
+            // SO_REUSEPORT spreads connections over the workers by a hash of their addresses, so
+            // one worker can hold many more than another (and its clients wait longer). A
+            // connection goes to the worker with the fewest; ties stay where they were accepted.
+            Worker* target = &w;
+            for (auto& o : workers_)
+              if (o->active.load(std::memory_order_relaxed) < target->active.load(std::memory_order_relaxed))
+                target = o.get();
             total_active_.fetch_add(1, std::memory_order_relaxed);
             g->active->fetch_add(1, std::memory_order_relaxed);
-            w.active.fetch_add(1, std::memory_order_relaxed);
-            // The connection's coroutine is spawned directly (no wrapper frame: an idle connection
-            // carries as little as possible); its completion handler does the accounting.
-            const std::string listener_labels = observe::labels({{"listener", g->name}});
-            w.metrics.add(observe::Metric::connections_total, listener_labels);
-            w.metrics.add(observe::Metric::connections_active, listener_labels);
-            auto done = [this, &w, g](std::exception_ptr e) {
-              w.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", g->name}}), -1);
-              g->active->fetch_sub(1, std::memory_order_relaxed);
-              total_active_.fetch_sub(1, std::memory_order_relaxed);
-              w.active.fetch_sub(1, std::memory_order_relaxed);
-              if (e) {
-                try {
-                  std::rethrow_exception(e);
-                } catch (const std::exception& ex) {
-                  spdlog::error("connection ended by an unexpected exception: {}", ex.what());
-                }
+            target->active.fetch_add(1, std::memory_order_relaxed);
+            if (target == &w) {
+              spawn_connection(w, g, std::move(sock));
+              continue;
+            }
+            boost::system::error_code hec;
+            const auto protocol = sock.local_endpoint(hec).protocol();
+            const int fd = hec ? -1 : sock.release(hec);
+            if (hec || fd < 0) {
+              connection_ended(*target, *g);
+              continue;  // sock closes as it goes out of scope
+            }
+            spdlog::debug("listener '{}': connection handed from worker {} to worker {} (fewer connections)", g->name,
+                          w.index, target->index);
+            asio::post(target->ioc, [this, target, g, protocol, fd] {
+              net::tcp::socket s(target->ioc);
+              boost::system::error_code aec;
+              if (!target->draining) s.assign(protocol, fd, aec);
+              if (target->draining || aec) {
+                ::close(fd);
+                connection_ended(*target, *g);
+                return;
               }
-            };
-            if (g->protocol == config::Protocol::tcp) asio::co_spawn(w.ioc, serve_tcp(w, g->name, std::move(sock)), done);
-            else asio::co_spawn(w.ioc, serve_http(w, g->name, std::move(sock)), done);
+              spawn_connection(*target, g, std::move(s));
+            });
           }
         },
         asio::detached);

@@ -341,3 +341,41 @@ def test_denials_are_logged_even_with_the_access_log_off(env):
     lines = [json.loads(l) for l in p.stderr().splitlines() if l.startswith("{")]
     assert [(l["event.outcome"], l["url.path"]) for l in lines] == [("deny", "/secret")]
     assert lines[0]["reason"].startswith("no rule allows GET /secret")
+
+
+def test_connections_handed_between_workers_are_served_and_counted(env):
+    # Two workers. SO_REUSEPORT hashes 16 connections from one client over the two acceptors
+    # unevenly; the accepting worker hands a connection to the one with fewer. Every connection
+    # must be served (the handed-over ones on the other worker's thread) and the gauges must
+    # return to 0 when they close, whichever worker ran them.
+    from harness import client_tls_context
+    d, pki, up = env
+    p = Proxy(config(pki, up.address), d)
+    try:
+        port, admin = p.port("inbound"), p.port("admin")
+        conns = []
+        for _ in range(16):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conns.append(client_tls_context(pki, "alice").wrap_socket(s, server_hostname="localhost"))
+        text = get(admin, "/metrics")[1]
+        assert sum(samples(text, "portcullis_connections_active").values()) == 16
+        for i, s in enumerate(conns):
+            s.sendall(f"GET /allowed/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        for s in conns:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200"), data
+        assert sorted(r["path"] for r in up.requests) == sorted(f"/allowed/{i}" for i in range(16))
+        for s in conns:
+            s.close()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            text = get(admin, "/metrics")[1]
+            if sum(samples(text, "portcullis_connections_active").values()) == 0:
+                break
+            time.sleep(0.1)
+        assert sum(samples(text, "portcullis_connections_active").values()) == 0, text
+        assert sum(samples(text, "portcullis_connections_total").values()) == 16
+    finally:
+        assert p.stop() == 0
