@@ -423,19 +423,19 @@ class HttpSession {
     if (buffered) out += docker->body;  // exactly the bytes inspected
 
     // RFC 9112 9.3.1: an idempotent request whose every byte we still hold may be sent again
-    // on a new connection when the kept-alive one turns out to be closed. Such a request skips
-    // the liveness check (a poll() per request) and is retried once instead; any other request
-    // is sent only on a connection that looks alive.
+    // on a new connection when the kept-alive one was closed under it (between the liveness
+    // check and our write, the upstream's keep-alive timeout can pass). Any other request is
+    // never sent twice.
     const bool retryable = (!has_body || buffered) && is_idempotent(req.method);
     retry_request_ = retryable ? &out : nullptr;
-    if (!co_await ensure_upstream(!retryable)) co_return false;
+    if (!co_await ensure_upstream()) co_return false;
     deadline_.arm(ms(limits_.idle_timeout_ms), "upstream write timeout");
     auto wec = co_await up_.write_all(asio::buffer(out));
     if (wec && reused_upstream_) {
       // A pooled connection the upstream had closed: one fresh attempt, nothing was sent yet.
       retry_request_ = nullptr;
       up_.close();
-      if (!co_await ensure_upstream(true)) co_return false;
+      if (!co_await ensure_upstream()) co_return false;
       wec = co_await up_.write_all(asio::buffer(out));
     }
     if (wec) co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + wec.message());
@@ -531,7 +531,7 @@ class HttpSession {
           const std::string* again = std::exchange(retry_request_, nullptr);
           up_.close();
           spdlog::debug("listener '{}': kept-alive upstream connection was closed; sending the request again", listener_);
-          if (!co_await ensure_upstream(true)) co_return false;
+          if (!co_await ensure_upstream()) co_return false;
           if (limits_.upstream_timeout_ms) deadline_.arm(ms(limits_.upstream_timeout_ms), "upstream timeout");
           if (auto e = co_await up_.write_all(asio::buffer(*again)))
             co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + e.message());
@@ -721,11 +721,13 @@ class HttpSession {
     co_return !has_body && !ec;
   }
 
-  // check_alive: a kept connection must pass a poll() for a close or stray bytes first.
-  net::awaitable<bool> ensure_upstream(bool check_alive) {
+  // A kept connection must pass a poll() first: closed by the upstream, or holding bytes nobody
+  // asked for (what a request smuggled past us would produce), it is not used again. A watch
+  // on the socket would cost a syscall too with asio 1.81 (a speculative recv, or an epoll_ctl).
+  net::awaitable<bool> ensure_upstream() {
     reused_upstream_ = false;
     std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
-    if (up_.is_open() && up_key_ == key && (!check_alive || !up_.peer_closed_or_sent())) {
+    if (up_.is_open() && up_key_ == key && !up_.peer_closed_or_sent()) {
       reused_upstream_ = true;
       co_return true;
     }

@@ -405,8 +405,9 @@ def test_connections_beyond_max_connections_are_closed_and_the_others_kept(env):
 class ScriptedUpstream:
     """An upstream that treats the Nth request it receives (on any connection) as script[N]:
     "answer" (200 with keep-alive framing, then close, like a server whose keep-alive timeout
-    just passed), "keep" (200, connection kept), or "drop" (close without answering); after the
-    script, "answer". Records (connection number, method, path, body bytes) of every request."""
+    just passed), "keep" (200, connection kept), "stray" (200, then 0.1 s later a second response
+    nobody asked for, connection kept), or "drop" (close without answering); after the script,
+    "answer". Records (connection number, method, path, body bytes) of every request."""
 
     def __init__(self, script=()):
         self.script = list(script)
@@ -419,7 +420,10 @@ class ScriptedUpstream:
 
     def _read_request(self, c, data):
         while b"\r\n\r\n" not in data:
-            chunk = c.recv(65536)
+            try:
+                chunk = c.recv(65536)
+            except ConnectionResetError:  # the proxy closed with unread bytes (the stray response)
+                chunk = b""
             if not chunk:
                 return None, b""
             data += chunk
@@ -456,6 +460,9 @@ class ScriptedUpstream:
                 if action == "drop":
                     break
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if action == "stray":
+                    time.sleep(0.1)  # after the proxy has read the answer: a second, unasked response
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY")
                 if action == "answer":
                     time.sleep(0.05)  # the proxy reads the response before the FIN follows
                     break
@@ -465,9 +472,10 @@ class ScriptedUpstream:
         self.sock.close()
 
 
-def keepalive_requests(port, pki, requests, pause=0.3):
+def keepalive_requests(port, pki, requests, pause=0.3, bodies=False):
     """Sends each raw request on one TLS connection, waiting for each response (Content-Length
-    framed) and `pause` seconds between them; returns the status codes."""
+    framed) and `pause` seconds between them; returns the status codes, or (status, body) pairs
+    with bodies=True."""
     s = client_tls_context(pki, "alice").wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
                                                      server_hostname="localhost")
     statuses = []
@@ -488,8 +496,9 @@ def keepalive_requests(port, pki, requests, pause=0.3):
                 length = int(line.split(b":")[1])
         while len(buf) < length:
             buf += s.recv(65536)
-        buf = buf[length:]
-        statuses.append(int(head.split(b" ")[1]))
+        body, buf = buf[:length], buf[length:]
+        status = int(head.split(b" ")[1])
+        statuses.append((status, body) if bodies else status)
         time.sleep(pause)
     s.close()
     return statuses
@@ -503,9 +512,9 @@ POST = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
 
 
 def test_upstream_closing_kept_alive_connections_costs_the_client_nothing(env):
-    # The upstream closes each connection after its response. A GET goes out on the kept
-    # connection without a liveness check, finds it closed (not one response byte) and is sent
-    # again on a new connection; a POST with a body goes out only after the check saw the close.
+    # The upstream closes each connection after its response (its keep-alive timeout passed).
+    # The liveness check before each request sees the close, and every request, GET or POST,
+    # goes out once, on a new connection.
     d, pki, _ = env
     up = ScriptedUpstream(["answer"] * 5)
     p = Proxy(http_config(pki, up.address), d)
@@ -547,5 +556,21 @@ def test_a_request_is_sent_again_at_most_once_and_never_a_post(env):
     out = raw_exchange(p.port("inbound"), get("/once"), pki, "alice")
     assert out.startswith(b"HTTP/1.1 502") and b"closed the connection before responding" in out, out
     assert [path for _, _, path, _ in up.seen] == ["/once"], up.seen
+    assert p.stop() == 0
+    up.close()
+
+
+def test_a_response_nobody_asked_for_is_never_taken_for_the_next_one(env):
+    # After answering /a the upstream sends a second response on the kept connection (what a
+    # request smuggled past the proxy would produce). The next request must not get it: the
+    # connection is dropped and /b goes out on a new one.
+    d, pki, _ = env
+    up = ScriptedUpstream(["stray"])
+    p = Proxy(http_config(pki, up.address), d)
+    got = keepalive_requests(p.port("inbound"), pki, [get("/a"), get("/b"), POST], bodies=True)
+    assert got == [(200, b"ok"), (200, b"ok"), (200, b"ok")], (got, up.seen)
+    # /b's connection is closed after its answer ("answer" once the script is done): the POST
+    # goes out on a third.
+    assert [(c, path) for c, _, path, _ in up.seen] == [(1, "/a"), (2, "/b"), (3, "/p")], up.seen
     assert p.stop() == 0
     up.close()
