@@ -88,7 +88,7 @@ awaitable<error_code> TlsSocket::handshake() {
 
 // SSL_read_ex / SSL_write_ex on a non-blocking socket: retry after waiting for whichever
 // readiness OpenSSL asks for (a read may need to write, e.g. a TLS 1.3 KeyUpdate reply).
-// read_some(), write_some() and write_all() return this coroutine as is (they are not
+// read_some() and write_all() return this coroutine as is (they are not
 // coroutines themselves): one coroutine frame per operation.
 template <class Op>
 awaitable<io_result> TlsSocket::retry_io(Op op) {
@@ -127,10 +127,6 @@ awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
     }
     return 1;
   });
-}
-
-awaitable<io_result> TlsSocket::write_some(asio::const_buffer b) {
-  return retry_io([ssl = ssl_, b](std::size_t& n) { return SSL_write_ex(ssl, b.data(), b.size(), &n); });
 }
 
 awaitable<io_result> TlsSocket::write_all(asio::const_buffer b) {

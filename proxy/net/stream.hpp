@@ -37,7 +37,6 @@ class TlsSocket {
 
   awaitable<error_code> handshake();
   awaitable<io_result> read_some(asio::mutable_buffer b);
-  awaitable<io_result> write_some(asio::const_buffer b);
   // Writes all of b, or fails; the result's size is b.size() on success.
   awaitable<io_result> write_all(asio::const_buffer b);
   // Sends close_notify (once); reading stays possible (a TLS half-close).
