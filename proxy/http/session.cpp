@@ -211,7 +211,7 @@ class HttpSession {
   // ended cleanly before a request, or -status when the head must be refused.
   net::awaitable<long> read_head() {
     std::size_t scanned = 0;
-    // run() waited for the first byte: from here the head has header_timeout_ms to arrive.
+    // serve() waited for the first byte: from here the head has header_timeout_ms to arrive.
     deadline_.arm(ms(limits_.header_timeout_ms), "header timeout");
     for (;;) {
       auto d = in_.data();
