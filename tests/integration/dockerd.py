@@ -16,6 +16,7 @@ Under CI (the CI variable set) a daemon that cannot start fails the test; elsewh
 """
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -60,7 +61,9 @@ class Dockerd:
         self.host = f"unix://{self.sock}"
         self.pidfile = os.path.join(self.dir, "docker.pid")
         self.log_path = os.path.join(self.dir, "dockerd.log")
-        ns = "pc" + os.path.basename(self.dir).replace("-", "")
+        # containerd namespaces must match ^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$, and mkdtemp's
+        # random part may end in "_": keep letters and digits only.
+        ns = "pc" + re.sub(r"[^A-Za-z0-9]", "", os.path.basename(self.dir))
         self.proc = subprocess.Popen(
             [DOCKERD, "--data-root", os.path.join(self.dir, "data"), "--exec-root", os.path.join(self.dir, "exec"),
              "-H", self.host, "--pidfile", self.pidfile, "--iptables=false", "--ip6tables=false",
