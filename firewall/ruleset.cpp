@@ -270,7 +270,13 @@ Ruleset build_ruleset(const Spec& spec) {
       fwd.rules.push_back(rule({MatchCtStatusDnat{}}, accept()));
       std::set<std::string> seen;
       for (const auto& ifn : spec.forward_interfaces) {
-        if (ifn.empty() || ifn.size() > 15) throw SpecError("firewall: interface name '" + ifn + "' is invalid");
+        // The kernel's rules (dev_valid_name: 1-15 bytes, not "." or "..", no '/', ':' or
+        // whitespace), and printable ASCII without '"' or '\\' so the rendered nft text holds it
+        // as it is (a NUL or a quote would end the string early: fuzz finding).
+        bool valid = !ifn.empty() && ifn.size() <= 15 && ifn != "." && ifn != "..";
+        for (unsigned char c : ifn)
+          if (c <= ' ' || c >= 0x7f || c == '/' || c == ':' || c == '"' || c == '\\') valid = false;
+        if (!valid) throw SpecError("firewall: interface name '" + ifn + "' is invalid (1-15 printable characters, no space, '/', ':', '\"' or '\\')");
         if (seen.insert(ifn).second) fwd.rules.push_back(rule({MatchIfname{true, ifn}}, jump("ingress_allow")));
       }
       rs.chains.push_back(std::move(fwd));

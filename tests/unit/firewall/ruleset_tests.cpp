@@ -186,3 +186,16 @@ TEST_CASE("elements print as nft prints them", "[firewall]") {
   CHECK(std::find(got.begin(), got.end(), "2001:db8::/31 . tcp . 443") != got.end());
   CHECK(std::find(got.begin(), got.end(), "nd-neighbor-solicit") != got.end());
 }
+
+TEST_CASE("interface names the kernel or nft text could not hold are refused", "[firewall]") {
+  for (std::string bad : {std::string("eth\0x", 5), std::string("a\"b"), std::string("a b"), std::string("a/b"),
+                          std::string("a:b"), std::string("\x84" "cTL"), std::string(".."), std::string(""),
+                          std::string("sixteen-chars-xx")}) {
+    auto s = sidecar_spec();
+    s.forward_interfaces = {bad};
+    CHECK_THROWS_AS(fw::build_ruleset(s), fw::SpecError);
+  }
+  auto s = sidecar_spec();
+  s.forward_interfaces = {"docker0", "br-1a2b3c4d5e6f", "veth_x.10"};
+  CHECK_NOTHROW(fw::build_ruleset(s));
+}
