@@ -235,11 +235,16 @@ void Server::spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g
   const std::string listener_labels = observe::labels({{"listener", g->name}});
   w.metrics.add(observe::Metric::connections_total, listener_labels);
   w.metrics.add(observe::Metric::connections_active, listener_labels);
-  // Spawned directly (no wrapper coroutine: an idle connection carries as little as possible);
-  // the completion handler does the accounting.
-  auto done = [this, &w, g](std::exception_ptr e) {
+  auto ended = [this, &w, g] {
     w.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", g->name}}), -1);
     connection_ended(w, *g);
+  };
+  if (g->protocol != config::Protocol::tcp) {
+    serve_http(w, g->name, std::move(sock), std::move(ended));
+    return;
+  }
+  asio::co_spawn(w.ioc, serve_tcp(w, g->name, std::move(sock)), [ended](std::exception_ptr e) {
+    ended();
     if (e) {
       try {
         std::rethrow_exception(e);
@@ -247,9 +252,7 @@ void Server::spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g
         spdlog::error("connection ended by an unexpected exception: {}", ex.what());
       }
     }
-  };
-  if (g->protocol == config::Protocol::tcp) asio::co_spawn(w.ioc, serve_tcp(w, g->name, std::move(sock)), done);
-  else asio::co_spawn(w.ioc, serve_http(w, g->name, std::move(sock)), done);
+  });
 }
 
 void Server::connection_ended(Worker& w, ListenerGroup& g) {

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/intrusive/list.hpp>
+#include <functional>
 #include <memory>
 
 #include "proxy/net/stream.hpp"
@@ -43,7 +44,10 @@ struct Worker {
 };
 
 // Entry points for one accepted connection (proxy/http/session.cpp, proxy/tcp/relay.cpp).
-boost::asio::awaitable<void> serve_http(Worker& w, std::string listener, net::tcp::socket socket);
+// serve_http runs the connection on w's thread and calls `ended` when it is over (not when the
+// worker is torn down with the connection still open).
+using ConnectionEnded = std::function<void()>;
+void serve_http(Worker& w, std::string listener, net::tcp::socket socket, ConnectionEnded ended);
 boost::asio::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp::socket socket);
 
 // Copies bytes both ways until both directions end; half-closes are passed on. idle_ms bounds

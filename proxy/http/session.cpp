@@ -2,6 +2,8 @@
 // checked (framing, target, policy) before anything reaches the upstream, then relayed with
 // bodies streamed in both directions.
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/error.hpp>
@@ -100,6 +102,21 @@ std::string xfcc_value(const certs::Identity& id) {
   return v;
 }
 
+// "name: value\r\n", growing out once.
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  const std::size_t at = out.size();
+  out.resize(at + name.size() + value.size() + 4);
+  char* p = out.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = ':';
+  *p++ = ' ';
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p++ = '\r';
+  *p = '\n';
+}
+
 void append_hex(std::string& out, std::size_t n) {
   char buf[20];
   int len = std::snprintf(buf, sizeof buf, "%zx", n);
@@ -108,8 +125,9 @@ void append_hex(std::string& out, std::size_t n) {
 
 class HttpSession {
  public:
-  HttpSession(Worker& w, std::string listener, net::tcp::socket socket)
+  HttpSession(Worker& w, std::string listener, net::tcp::socket socket, ConnectionEnded ended)
       : w_(w),
+        ended_(std::move(ended)),
         listener_(std::move(listener)),
         snap_(w.snapshot),
         lrt_(&snap_->listeners.at(listener_)),
@@ -137,58 +155,91 @@ class HttpSession {
     deadline_.stop();
   }
 
-  // The connection's coroutine. Its frame holds the session itself: an idle connection is this
-  // one frame and the pending wait, nothing more.
-  static net::awaitable<void> serve(Worker& w, std::string listener, net::tcp::socket socket) {
-    HttpSession s(w, std::move(listener), std::move(socket));
-    if (s.tls_) {
-      s.deadline_.arm(ms(s.limits_.handshake_timeout_ms), "handshake timeout");
-      auto hec = co_await s.tls_->handshake();
-      s.w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", s.listener_}}));
-      if (hec) {
-        if (s.deadline_.expired()) s.w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", s.listener_}, {"phase", "handshake"}}));
-        s.w_.metrics.add(observe::Metric::tls_handshake_failures_total,
-                       observe::labels({{"listener", s.listener_}, {"reason", observe::handshake_failure_reason(s.tls_->ssl(), hec, s.deadline_.expired())}}));
-        s.log_connection_error(s.deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + s.handshake_reason(hec));
-        co_return;
-      }
-      s.peer_ = certs::peer_identity(s.tls_->ssl());
-    }
-    while (!s.w_.draining) {
-      if (s.in_.empty()) {
-        // Idle between requests, waiting here rather than inside serve_one(): an idle
-        // connection holds no buffer and no request state (serve_one's frame is several KiB),
-        // and a drain closes it at once.
-        s.in_.release_if_empty();
-        s.deadline_.arm(ms(s.limits_.idle_timeout_ms), "idle timeout");
-        if (!s.tls_ || !s.tls_->has_buffered_data()) {
-          // Waits for readability without reading, so no buffer is held, and directly on the socket
-          // (no coroutine of our own in between) to keep an idle connection small.
-          s.w_.idle.push_back(s.idle_link_);
-          auto [wec] = co_await s.down_.tcp_socket()->async_wait(net::tcp::socket::wait_read,
-                                                                asio::as_tuple(asio::use_awaitable));
-          s.idle_link_.unlink();
-          if (wec) break;
-        }
-      }
-      bool keep = co_await s.serve_one();
-      if (!keep) break;
-      // The listener may have been removed or changed by a reload: finish with it.
-      if (s.w_.snapshot != s.snap_) {
-        auto it = s.w_.snapshot->listeners.find(s.listener_);
-        if (it == s.w_.snapshot->listeners.end()) break;
-        s.snap_ = s.w_.snapshot;
-        s.lrt_ = &it->second;
-        s.limits_ = s.lrt_->cfg.limits;
-      }
-    }
-    s.deadline_.arm(1000ms);
-    s.release_upstream(false);
-    co_await s.down_.shutdown_send();
-    s.down_.close();
+  // What wakes a connection's coroutine.
+  enum class Wake { accepted, readable, closing };
+
+  // A connection alternates between two states. Active: a coroutine runs the handshake and
+  // requests, and owns the session. Idle (no unread byte): no coroutine at all, only a
+  // readiness wait on the socket whose handler owns the session and starts a new coroutine
+  // when a byte arrives. An idle connection is this object, OpenSSL's state and one wait.
+  static void activate(std::unique_ptr<HttpSession> self, Wake why) {
+    auto& ioc = self->w_.ioc;
+    asio::co_spawn(ioc, run(std::move(self), why), asio::detached);
   }
 
  private:
+  static net::awaitable<void> run(std::unique_ptr<HttpSession> self, Wake why) {
+    HttpSession& s = *self;
+    bool clean = true;  // the connection ends with a close_notify / FIN, not just a close
+    try {
+      if (why == Wake::accepted && !co_await s.handshake()) {
+        clean = false;
+      } else if (why != Wake::closing) {
+        bool readable = why == Wake::readable;
+        while (!s.w_.draining) {
+          if (!readable && s.in_.empty()) {
+            s.in_.release_if_empty();
+            if (!s.tls_ || !s.tls_->has_buffered_data()) {
+              park(std::move(self));
+              co_return;
+            }
+          }
+          readable = false;
+          if (!co_await s.serve_one()) break;
+          // The listener may have been removed or changed by a reload: finish with it.
+          if (s.w_.snapshot != s.snap_) {
+            auto it = s.w_.snapshot->listeners.find(s.listener_);
+            if (it == s.w_.snapshot->listeners.end()) break;
+            s.snap_ = s.w_.snapshot;
+            s.lrt_ = &it->second;
+            s.limits_ = s.lrt_->cfg.limits;
+          }
+        }
+      }
+      if (clean) {
+        s.deadline_.arm(1000ms);
+        s.release_upstream(false);
+        co_await s.down_.shutdown_send();
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("connection ended by an unexpected exception: {}", e.what());
+    } catch (...) {
+      spdlog::error("connection ended by an unexpected exception");
+    }
+    s.down_.close();
+    if (s.ended_) s.ended_();
+  }
+
+  // Idle between requests: waits for readability without reading, so no buffer is held, directly
+  // on the socket, with the idle timeout armed. A drain closes the socket, which ends the wait.
+  static void park(std::unique_ptr<HttpSession> self) {
+    HttpSession& s = *self;
+    s.deadline_.arm(ms(s.limits_.idle_timeout_ms), "idle timeout");
+    s.w_.idle.push_back(s.idle_link_);
+    s.down_.tcp_socket()->async_wait(net::tcp::socket::wait_read, [self = std::move(self)](const error_code& ec) mutable {
+      self->idle_link_.unlink();
+      Wake why = ec || self->w_.draining ? Wake::closing : Wake::readable;
+      activate(std::move(self), why);
+    });
+  }
+
+  // False when the handshake failed (logged and counted here).
+  net::awaitable<bool> handshake() {
+    if (!tls_) co_return true;
+    deadline_.arm(ms(limits_.handshake_timeout_ms), "handshake timeout");
+    auto hec = co_await tls_->handshake();
+    w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", listener_}}));
+    if (hec) {
+      if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "handshake"}}));
+      w_.metrics.add(observe::Metric::tls_handshake_failures_total,
+                     observe::labels({{"listener", listener_}, {"reason", observe::handshake_failure_reason(tls_->ssl(), hec, deadline_.expired())}}));
+      log_connection_error(deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + handshake_reason(hec));
+      co_return false;
+    }
+    peer_ = certs::peer_identity(tls_->ssl());
+    co_return true;
+  }
+
   std::string handshake_reason(const error_code& ec) {
     long v = tls_ && tls_->ssl() ? SSL_get_verify_result(tls_->ssl()) : X509_V_OK;
     if (v != X509_V_OK) return std::string("client certificate rejected: ") + X509_verify_cert_error_string(v);
@@ -364,6 +415,7 @@ class HttpSession {
     pr.query = rq_->query;
     pr.headers = req.fields;
     if (docker) pr.docker = &docker->attrs;
+    pr.explain_allow = observe::access_log_records_allows();
     auto decision = lrt_->policy->decide(pr);
     if (kube && !decision.allowed()) decision.reason = kube->denial_reason(*lrt_->policy, pr, decision);
     rq_->record.rule = decision.rule;
@@ -393,18 +445,13 @@ class HttpSession {
         continue;
       }
       if (f.name == "host") saw_host = true;
-      out += f.name;
-      out += ": ";
-      out += f.value;
-      out += "\r\n";
+      append_field(out, f.name, f.value);
     }
     if (!saw_host) out += "host: " + host + "\r\n";  // HTTP/1.0 without Host
     if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::xfcc)
     {
       if (xfcc_.empty()) xfcc_ = xfcc_value(*peer_);  // the peer is fixed for the connection
-      out += "x-forwarded-client-cert: ";
-      out += xfcc_;
-      out += "\r\n";
+      append_field(out, "x-forwarded-client-cert", xfcc_);
     }
     if (kube) kube->append_identity_headers(out);  // Impersonate-* or X-Remote-*
     else if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::remote_user) {
@@ -576,17 +623,20 @@ class HttpSession {
     bool downstream_chunked = chunked && client_11;
     bool keep_client = req.keep_alive() && !close_delimited && !w_.draining && !(chunked && !client_11) && !switching;
 
-    std::string h = "HTTP/1.1 " + std::to_string(resp.status) + " " + resp.reason + "\r\n";
+    // A Content-Length body that has already arrived whole leaves with the head: one TLS record
+    // and one write instead of two.
+    const bool body_with_head = !switching && !no_body && !chunked && length && *length > 0 && upbuf_.size() >= *length;
+    std::string h;
+    h.reserve(512 + (body_with_head ? upbuf_.size() : 0));
+    h += "HTTP/1.1 ";
+    h += std::to_string(resp.status);
+    h += ' ';
+    h += resp.reason;
+    h += "\r\n";
     for (const auto& f : resp.fields) {
-      if (f.name == "content-length" && no_body && !switching) {
-        h += f.name + ": " + f.value + "\r\n";  // HEAD and 304 keep the representation length
-        continue;
-      }
-      if (is_hop_by_hop(f.name)) continue;
-      h += f.name;
-      h += ": ";
-      h += f.value;
-      h += "\r\n";
+      // HEAD and 304 keep the representation length
+      if (is_hop_by_hop(f.name) && !(f.name == "content-length" && no_body && !switching)) continue;
+      append_field(h, f.name, f.value);
     }
     if (switching) {
       auto* u = resp.field("upgrade");
@@ -597,10 +647,8 @@ class HttpSession {
     }
     if (!switching && !keep_client) h += "connection: close\r\n";
     h += "\r\n";
-    // A Content-Length body that has already arrived whole leaves with the head: one TLS record
-    // and one write instead of two.
     bool complete = true;
-    if (!switching && !no_body && !chunked && length && *length > 0 && upbuf_.size() >= *length) {
+    if (body_with_head) {
       resp.eager(true);
       error_code pec;
       resp.pieces().clear();
@@ -833,6 +881,7 @@ class HttpSession {
   }
 
   Worker& w_;
+  ConnectionEnded ended_;
   std::string listener_;
   std::shared_ptr<const Snapshot> snap_;
   const ListenerRuntime* lrt_;
@@ -870,8 +919,9 @@ class HttpSession {
 
 }  // namespace
 
-net::awaitable<void> serve_http(Worker& w, std::string listener, net::tcp::socket socket) {
-  return HttpSession::serve(w, std::move(listener), std::move(socket));
+void serve_http(Worker& w, std::string listener, net::tcp::socket socket, ConnectionEnded ended) {
+  HttpSession::activate(std::make_unique<HttpSession>(w, std::move(listener), std::move(socket), std::move(ended)),
+                        HttpSession::Wake::accepted);
 }
 
 }  // namespace portcullis

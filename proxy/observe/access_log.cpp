@@ -99,6 +99,8 @@ bool reopen_access_log() {
   return true;
 }
 
+bool access_log_records_allows() { return !sink().off; }
+
 void write_access_log(const AccessRecord& r) {
   auto& s = sink();
   if (s.off && r.outcome != "deny" && r.outcome != "audit-deny") return;

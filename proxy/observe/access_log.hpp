@@ -36,6 +36,8 @@ bool configure_access_log(const std::string& target);
 // file stays in use and the error is logged; returns false then.
 bool reopen_access_log();
 void write_access_log(const AccessRecord& r);
+// False with `access_log: off`: only denials are written, so an allow needs no reason text.
+bool access_log_records_allows();
 
 // Appends s to out as a JSON string body (without the quotes).
 void json_escape(std::string& out, std::string_view s);

@@ -124,7 +124,29 @@ std::string canonical_segment(std::string_view raw, std::string& out, std::strin
 }
 
 // Dot-segment removal and slash merging over the canonical segments.
-std::string normalize_path(std::string_view encoded, std::string& error) {
+// True when rebuilding `encoded` would give it back unchanged: every segment is its own
+// canonical form (nothing to decode, no ';') and no segment is removed or merged.
+bool already_canonical(std::string_view encoded) {
+  if (encoded.find_first_of("%;") != std::string_view::npos) return false;
+  std::size_t pos = 1;  // after the leading '/'
+  for (;;) {
+    const std::size_t slash = encoded.find('/', pos);
+    const std::size_t end = slash == std::string_view::npos ? encoded.size() : slash;
+    const std::string_view seg = encoded.substr(pos, end - pos);
+    if (seg == "." || seg == "..") return false;
+    if (slash == std::string_view::npos) return true;  // a final empty segment is the trailing '/'
+    if (seg.empty()) return false;                     // "//" is merged
+    pos = slash + 1;
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+std::string normalize_path(std::string_view encoded, std::string& error, bool use_shortcut) {
+  error.clear();
+  if (use_shortcut && already_canonical(encoded)) return std::string(encoded);
   std::vector<std::string> segments;
   bool trailing_slash = false;
   std::string seg, decoded;
@@ -160,7 +182,7 @@ std::string normalize_path(std::string_view encoded, std::string& error) {
   return path;
 }
 
-}  // namespace
+}  // namespace detail
 
 NormalizedTarget normalize_target(std::string_view method, std::string_view target) {
   if (method == "CONNECT") return reject("CONNECT is not supported");
@@ -217,7 +239,7 @@ NormalizedTarget normalize_target(std::string_view method, std::string_view targ
     n.path = "/";
   } else {
     std::string error;
-    n.path = normalize_path(path, error);
+    n.path = detail::normalize_path(path, error);
     if (!error.empty()) return reject(error);
   }
   n.ok = true;

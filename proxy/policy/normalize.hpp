@@ -17,4 +17,11 @@ struct NormalizedTarget {
 
 NormalizedTarget normalize_target(std::string_view method, std::string_view target);
 
+namespace detail {
+// The path step of normalize_target (path starts with '/'). A path that is already canonical
+// (no '%', no ';', no empty, "." or ".." segment but a final empty one) is returned as it is
+// without rebuilding it; `use_shortcut = false` always rebuilds, so a test can compare the two.
+std::string normalize_path(std::string_view encoded, std::string& error, bool use_shortcut = true);
+}  // namespace detail
+
 }  // namespace portcullis::policy

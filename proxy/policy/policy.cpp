@@ -498,7 +498,7 @@ Decision Policy::decide(const Request& request) const {
   if (best != no_rule) {
     d.outcome = Decision::Outcome::allow;
     d.rule = impl.rules[best].name;
-    d.reason = decision_reason("rule " + d.rule + " allows ", request, request.peer);
+    if (request.explain_allow) d.reason = decision_reason("rule " + d.rule + " allows ", request, request.peer);
     return d;
   }
   d.outcome = mode_ == Mode::audit ? Decision::Outcome::audit_deny : Decision::Outcome::deny;

@@ -26,13 +26,14 @@ struct Request {
   std::span<const Header> headers;
   const KubeAttributes* kube = nullptr;     // on kubernetes listeners
   const DockerAttributes* docker = nullptr; // on docker listeners
+  bool explain_allow = true;                // false: an allow carries no reason (nobody logs it)
 };
 
 struct Decision {
   enum class Outcome { allow, deny, audit_deny };
   Outcome outcome = Outcome::deny;
   std::string rule;    // the rule that decided; empty when none did
-  std::string reason;  // one line, for the 403 body and the log
+  std::string reason;  // one line, for the 403 body and the log (empty for an allow unless explain_allow)
   bool allowed() const { return outcome != Outcome::deny; }
 };
 

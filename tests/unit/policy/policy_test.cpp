@@ -83,6 +83,18 @@ TEST_CASE("an allowlist: what no rule allows is denied, with the rule and reason
   CHECK(p->decide(req(&other, "GET", "/api/products")).outcome == Outcome::deny);
   CHECK(p->decide(req(&fe, "GET", "/api/products/1")).outcome == Outcome::deny);
   CHECK(compile({})->decide(req(&fe, "GET", "/")).outcome == Outcome::deny);
+
+  // With `access_log: off` an allow is not written anywhere, so it needs no reason text; a
+  // denial still gets its full reason (it is always logged and sent in the 403).
+  auto quiet = req(&fe, "GET", "/api/products");
+  quiet.explain_allow = false;
+  Decision quiet_ok = p->decide(quiet);
+  CHECK(quiet_ok.outcome == Outcome::allow);
+  CHECK(quiet_ok.rule == "frontend-reads");
+  CHECK(quiet_ok.reason.empty());
+  auto quiet_no = req(&other, "GET", "/admin");
+  quiet_no.explain_allow = false;
+  CHECK(p->decide(quiet_no).reason == "no rule allows GET /admin for spiffe://cluster.local/ns/x/sa/y");
 }
 
 TEST_CASE("SPIFFE patterns: * is one segment, ** any depth") {
