@@ -2,6 +2,7 @@
 mTLS, to real upstreams (tcp, unix socket, TLS)."""
 import hashlib
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -302,6 +303,73 @@ def test_slow_request_head_is_cut_at_the_header_timeout(env):
     assert closed, "the connection should be closed at the header timeout"
     assert up.requests == []
     p.stop()
+
+
+def _tls_keepalive_get(pki, port, path=b"/idle"):
+    """One TLS connection with one keep-alive GET answered; returns the socket."""
+    s = client_tls_context(pki, "alice").wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                                     server_hostname="localhost")
+    s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        assert chunk, "closed before the response"
+        buf += chunk
+    assert buf.startswith(b"HTTP/1.1 200"), buf[:80]
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += s.recv(65536)
+    assert len(body) == length, "more bytes than the response"
+    return s
+
+
+def _closed_within(s, seconds):
+    """True when the peer closes s (close_notify/FIN, or a reset) within `seconds`."""
+    s.settimeout(seconds)
+    try:
+        data = s.recv(1)
+        assert data == b"", f"unexpected bytes on an idle connection: {data!r}"
+        return True
+    except (ConnectionResetError, ssl.SSLError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_idle_keepalive_connection_is_closed_at_the_idle_timeout_and_a_busy_one_is_not(env):
+    d, pki, up = env
+    cfg = http_config(pki, up.address).replace("    policy: inbound\n", "    policy: inbound\n    limits: { idle_timeout_ms: 1500 }\n", 1)
+    p = Proxy(cfg, d)
+    port = p.port("inbound")
+    # A client that sends its next request inside the timeout, several times over more than
+    # the timeout in total, is still served: the clock restarts with each request.
+    assert keepalive_requests(port, pki, [b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n"] * 4, pause=0.8) == [200] * 4
+    # A connection idle after its response, and one idle right after the handshake, are closed.
+    after_request = _tls_keepalive_get(pki, port)
+    after_handshake = client_tls_context(pki, "alice").wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+    started = time.time()
+    assert not _closed_within(after_request, 0.7), "closed before the idle timeout"
+    assert _closed_within(after_request, 5), "an idle connection must be closed at idle_timeout_ms"
+    assert _closed_within(after_handshake, 5), "a connection that never sends a request must be closed too"
+    assert time.time() - started < 5
+    assert up.paths().count("/busy") == 4
+    p.stop()
+
+
+def test_sigterm_closes_idle_connections_at_once_and_exits(env):
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    port = p.port("inbound")
+    idle = [_tls_keepalive_get(pki, port) for _ in range(8)]  # spread over both workers
+    started = time.time()
+    p.proc.send_signal(signal.SIGTERM)
+    for s in idle:
+        assert _closed_within(s, 5), "an idle connection must be closed by the drain"
+    assert p.proc.wait(10) == 0
+    # The drain may wait up to 10 s for busy connections; idle ones must not hold it up.
+    assert time.time() - started < 5, f"exit took {time.time() - started:.1f}s with only idle connections"
 
 
 def test_default_deny_without_rules(env):
