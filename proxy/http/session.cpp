@@ -2,6 +2,7 @@
 // checked (framing, target, policy) before anything reaches the upstream, then relayed with
 // bodies streamed in both directions.
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -18,6 +19,7 @@
 #include "proxy/http/responses.hpp"
 #include "proxy/net/buffer.hpp"
 #include "proxy/net/deadline.hpp"
+#include "proxy/net/exact_allocator.hpp"
 #include "proxy/observe/access_log.hpp"
 #include "proxy/policy/normalize.hpp"
 #include "proxy/worker.hpp"
@@ -131,9 +133,8 @@ class HttpSession {
         listener_(std::move(listener)),
         snap_(w.snapshot),
         lrt_(&snap_->listeners.at(listener_)),
-        limits_(lrt_->cfg.limits),
-        in_(std::max<std::size_t>(limits_.header_bytes + 1, io_chunk)),
-        upbuf_(std::max<std::size_t>(limits_.header_bytes + 1, io_chunk)),
+        in_(std::max<std::size_t>(limits().header_bytes + 1, io_chunk)),
+        upbuf_(std::max<std::size_t>(limits().header_bytes + 1, io_chunk)),
         deadline_(socket.get_executor(), [this] { close_all(); }) {
     error_code ec;
     auto ep = socket.remote_endpoint(ec);
@@ -168,6 +169,9 @@ class HttpSession {
   }
 
  private:
+  // The listener's limits, following a reload between requests.
+  const config::Limits& limits() const { return lrt_->cfg.limits; }
+
   static net::awaitable<void> run(std::unique_ptr<HttpSession> self, Wake why) {
     HttpSession& s = *self;
     bool clean = true;  // the connection ends with a close_notify / FIN, not just a close
@@ -192,7 +196,6 @@ class HttpSession {
             if (it == s.w_.snapshot->listeners.end()) break;
             s.snap_ = s.w_.snapshot;
             s.lrt_ = &it->second;
-            s.limits_ = s.lrt_->cfg.limits;
           }
         }
       }
@@ -214,19 +217,21 @@ class HttpSession {
   // on the socket, with the idle timeout armed. A drain closes the socket, which ends the wait.
   static void park(std::unique_ptr<HttpSession> self) {
     HttpSession& s = *self;
-    s.deadline_.arm(ms(s.limits_.idle_timeout_ms), "idle timeout");
+    s.deadline_.arm(ms(s.limits().idle_timeout_ms), "idle timeout");
     s.w_.idle.push_back(s.idle_link_);
-    s.down_.tcp_socket()->async_wait(net::tcp::socket::wait_read, [self = std::move(self)](const error_code& ec) mutable {
+    auto on_readable = [self = std::move(self)](const error_code& ec) mutable {
       self->idle_link_.unlink();
       Wake why = ec || self->w_.draining ? Wake::closing : Wake::readable;
       activate(std::move(self), why);
-    });
+    };
+    s.down_.tcp_socket()->async_wait(net::tcp::socket::wait_read,
+                                     asio::bind_allocator(net::ExactAllocator<void>(), std::move(on_readable)));
   }
 
   // False when the handshake failed (logged and counted here).
   net::awaitable<bool> handshake() {
     if (!tls_) co_return true;
-    deadline_.arm(ms(limits_.handshake_timeout_ms), "handshake timeout");
+    deadline_.arm(ms(limits().handshake_timeout_ms), "handshake timeout");
     auto hec = co_await tls_->handshake();
     w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", listener_}}));
     if (hec) {
@@ -263,7 +268,7 @@ class HttpSession {
   net::awaitable<long> read_head() {
     std::size_t scanned = 0;
     // serve() waited for the first byte: from here the head has header_timeout_ms to arrive.
-    deadline_.arm(ms(limits_.header_timeout_ms), "header timeout");
+    deadline_.arm(ms(limits().header_timeout_ms), "header timeout");
     for (;;) {
       auto d = in_.data();
       for (std::size_t i = scanned; i < d.size(); ++i) {
@@ -273,7 +278,7 @@ class HttpSession {
         if (i + 2 < d.size() && d[i + 1] == '\r' && d[i + 2] == '\n') co_return static_cast<long>(i + 3);
       }
       scanned = d.size() >= 2 ? d.size() - 2 : 0;
-      if (d.size() > limits_.header_bytes) co_return -431;
+      if (d.size() > limits().header_bytes) co_return -431;
       char* space = in_.space();
       auto [ec, n] = co_await down_.read_some(asio::buffer(space, std::min(in_.space_size(), io_chunk * 4)));
       if (ec || n == 0) {
@@ -289,7 +294,7 @@ class HttpSession {
     observe::count_refusal(w_.metrics, listener_, status);
     auto body = http::error_body(lrt_->cfg.protocol, status, kind, reason);
     auto resp = http::json_response(status, body, true);
-    deadline_.arm(ms(limits_.idle_timeout_ms), "write timeout");
+    deadline_.arm(ms(limits().idle_timeout_ms), "write timeout");
     co_await down_.write_all(asio::buffer(resp));
     rq_->record.outcome = "error";
     rq_->record.status = status;
@@ -320,23 +325,23 @@ class HttpSession {
         co_return false;
       }
       co_return co_await refuse(431, "header_too_large",
-                                "request head larger than header_bytes (" + std::to_string(limits_.header_bytes) + ")");
+                                "request head larger than header_bytes (" + std::to_string(limits().header_bytes) + ")");
     }
     std::string_view head = in_.data().substr(0, static_cast<std::size_t>(head_len));
     if (auto why = http::check_raw_head(head); !why.empty()) co_return co_await refuse_framing(std::move(why));
 
     http::Parser<true> req;
-    req.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_.header_bytes, UINT32_MAX)));
-    if (limits_.max_body_bytes) req.body_limit(limits_.max_body_bytes);
+    req.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(limits().header_bytes, UINT32_MAX)));
+    if (limits().max_body_bytes) req.body_limit(limits().max_body_bytes);
     else req.body_limit(boost::none);
     error_code ec;
     std::size_t used = req.put(asio::buffer(head.data(), head.size()), ec);
     if (ec == boost::beast::http::error::header_limit)
       co_return co_await refuse(431, "header_too_large",
-                                "request head larger than header_bytes (" + std::to_string(limits_.header_bytes) + ")");
+                                "request head larger than header_bytes (" + std::to_string(limits().header_bytes) + ")");
     if (ec == boost::beast::http::error::body_limit)
       co_return co_await refuse(413, "body_too_large",
-                                "request body larger than max_body_bytes (" + std::to_string(limits_.max_body_bytes) + ")");
+                                "request body larger than max_body_bytes (" + std::to_string(limits().max_body_bytes) + ")");
     if (ec || !req.is_header_done())
     {
       // GCC 12 miscompiles a ?: that builds temporaries inside a co_await expression (it destroys
@@ -398,7 +403,7 @@ class HttpSession {
     std::optional<http::DockerGate> docker;
     if (lrt_->cfg.protocol == config::Protocol::docker) {
       docker.emplace();
-      std::string why = co_await docker->prepare(req, rq_->path, rq_->query, limits_, lrt_->upstream->cfg,
+      std::string why = co_await docker->prepare(req, rq_->path, rq_->query, limits(), lrt_->upstream->cfg,
                                                  http::DownstreamBody{in_, down_, deadline_, rq_->bytes_in});
       rq_->record.docker_action = docker->attrs.action;
       if (!why.empty()) co_return co_await deny(std::move(why), "", true);
@@ -476,7 +481,7 @@ class HttpSession {
     const bool retryable = (!has_body || buffered) && is_idempotent(req.method);
     retry_request_ = retryable ? &out : nullptr;
     if (!co_await ensure_upstream()) co_return false;
-    deadline_.arm(ms(limits_.idle_timeout_ms), "upstream write timeout");
+    deadline_.arm(ms(limits().idle_timeout_ms), "upstream write timeout");
     auto wec = co_await up_.write_all(asio::buffer(out));
     if (wec && reused_upstream_) {
       // A pooled connection the upstream had closed: one fresh attempt, nothing was sent yet.
@@ -512,7 +517,7 @@ class HttpSession {
         if (!pec && n > 0) continue;
       }
       if (in_.space_size() == 0) co_return co_await refuse(400, "bad_request", "chunk header too large");
-      deadline_.arm(ms(limits_.idle_timeout_ms), "request body timeout");
+      deadline_.arm(ms(limits().idle_timeout_ms), "request body timeout");
       auto [rec, rn] = co_await down_.read_some(asio::buffer(in_.space(), std::min(in_.space_size(), io_chunk * 4)));
       if (rec || rn == 0) {
         up_.close();
@@ -555,11 +560,11 @@ class HttpSession {
     bool head_request = req.method == "HEAD";
     for (;;) {
       http::Parser<false> resp;
-      resp.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(limits_.header_bytes, UINT32_MAX)));
+      resp.header_limit(static_cast<std::uint32_t>(std::min<std::uint64_t>(limits().header_bytes, UINT32_MAX)));
       resp.body_limit(boost::none);
       if (head_request) resp.skip(true);
       // Time to the first response byte: upstream_timeout_ms (0 = unbounded, for watches).
-      if (limits_.upstream_timeout_ms) deadline_.arm(ms(limits_.upstream_timeout_ms), "upstream timeout");
+      if (limits().upstream_timeout_ms) deadline_.arm(ms(limits().upstream_timeout_ms), "upstream timeout");
       else deadline_.disarm();
       while (!resp.is_header_done()) {
         if (!upbuf_.empty()) {
@@ -579,7 +584,7 @@ class HttpSession {
           up_.close();
           spdlog::debug("listener '{}': kept-alive upstream connection was closed; sending the request again", listener_);
           if (!co_await ensure_upstream()) co_return false;
-          if (limits_.upstream_timeout_ms) deadline_.arm(ms(limits_.upstream_timeout_ms), "upstream timeout");
+          if (limits().upstream_timeout_ms) deadline_.arm(ms(limits().upstream_timeout_ms), "upstream timeout");
           if (auto e = co_await up_.write_all(asio::buffer(*again)))
             co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + e.message());
           continue;
@@ -587,7 +592,7 @@ class HttpSession {
         if (rec || rn == 0) {
           if (deadline_.expired())
             co_return co_await upstream_failed(504, "upstream sent no response within upstream_timeout_ms (" +
-                                                        std::to_string(limits_.upstream_timeout_ms) + " ms)");
+                                                        std::to_string(limits().upstream_timeout_ms) + " ms)");
           std::string why = "upstream closed the connection before responding";
           if (rec) why += ": " + rec.message();
           co_return co_await upstream_failed(502, std::move(why));
@@ -660,7 +665,7 @@ class HttpSession {
         upbuf_.consume(n);
       }
     }
-    deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
+    deadline_.arm(ms(limits().idle_timeout_ms), "client write timeout");
     if (auto e = co_await down_.write_all(asio::buffer(h))) {
       up_.close();
       co_return fail_client(e);
@@ -681,7 +686,7 @@ class HttpSession {
         in_.consume(in_.size());
       }
       rq_->record.status = 101;
-      auto [a, b] = co_await relay(down_, up_, limits_.idle_timeout_ms);
+      auto [a, b] = co_await relay(down_, up_, limits().idle_timeout_ms);
       rq_->bytes_in += a;
       rq_->bytes_out += b;
       up_.close();
@@ -701,7 +706,7 @@ class HttpSession {
             complete = false;
             break;
           }
-          deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
+          deadline_.arm(ms(limits().idle_timeout_ms), "client write timeout");
           auto e = co_await forward_pieces(down_, resp.pieces(), downstream_chunked);
           for (auto p : resp.pieces()) rq_->bytes_out += p.size();
           upbuf_.consume(n);
@@ -762,7 +767,7 @@ class HttpSession {
     auto body = http::denial_body(lrt_->cfg.protocol, rule, reason);
     // With a body we did not read, the connection cannot be reused safely.
     auto resp = http::json_response(403, body, has_body);
-    deadline_.arm(ms(limits_.idle_timeout_ms), "client write timeout");
+    deadline_.arm(ms(limits().idle_timeout_ms), "client write timeout");
     auto ec = co_await down_.write_all(asio::buffer(resp));
     rq_->bytes_out += resp.size();
     finish_record();
@@ -786,7 +791,7 @@ class HttpSession {
       reused_upstream_ = true;
       co_return true;
     }
-    auto c = co_await connect_upstream(*lrt_->upstream, ms(limits_.connect_timeout_ms));
+    auto c = co_await connect_upstream(*lrt_->upstream, ms(limits().connect_timeout_ms));
     if (c.ec) {
       w_.metrics.add(observe::Metric::upstream_connect_failures_total, observe::labels({{"upstream", lrt_->cfg.upstream}}));
       co_await upstream_failed(c.timed_out ? 504 : 502, c.error);
@@ -885,7 +890,6 @@ class HttpSession {
   std::string listener_;
   std::shared_ptr<const Snapshot> snap_;
   const ListenerRuntime* lrt_;
-  config::Limits limits_;
   net::Buffer in_, upbuf_;
   net::Stream down_, up_;
   IdleConnection idle_link_{down_};

@@ -7,10 +7,13 @@
 // recorded time. Only an arm() that moves the deadline earlier touches the timer.
 // The timer's handler is a plain callback, not a coroutine: an idle connection carries no
 // coroutine frame for its deadline.
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
+
+#include "proxy/net/exact_allocator.hpp"
 
 namespace portcullis::net {
 
@@ -55,7 +58,8 @@ class Deadline {
     std::chrono::steady_clock::time_point due = std::chrono::steady_clock::time_point::max();
   };
   static void wait(const std::shared_ptr<State>& s) {
-    s->timer.async_wait([s](const boost::system::error_code&) { on_timer(s); });
+    // Pending for as long as the connection lives: exactly sized (exact_allocator.hpp).
+    s->timer.async_wait(boost::asio::bind_allocator(ExactAllocator<void>(), [s](const boost::system::error_code&) { on_timer(s); }));
   }
   static void on_timer(const std::shared_ptr<State>& s) {
     if (s->stopped) return;
