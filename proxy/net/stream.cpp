@@ -31,9 +31,6 @@ TlsSocket::TlsSocket(tcp::socket socket, SSL_CTX* ctx, bool server) : socket_(st
     // One read() per TLS record instead of two (5-byte header, then the body); bytes read
     // ahead stay visible to has_buffered_data() (SSL_has_pending).
     SSL_set_read_ahead(ssl_, 1);
-    // Room for four full records per read(): a streamed body costs a quarter of the reads.
-    // The buffer exists only while a read is in progress (SSL_MODE_RELEASE_BUFFERS).
-    SSL_set_default_read_buffer_len(ssl_, 4 * (SSL3_RT_MAX_PLAIN_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD + SSL3_RT_HEADER_LENGTH));
     if (server) SSL_set_accept_state(ssl_);
     else SSL_set_connect_state(ssl_);
   }
@@ -76,7 +73,14 @@ awaitable<error_code> TlsSocket::handshake() {
   for (;;) {
     ERR_clear_error();
     int r = SSL_do_handshake(ssl_);
-    if (r == 1) co_return error_code{};
+    if (r == 1) {
+      // From now on, room for four full records per read(): a streamed body costs a quarter of
+      // the reads. Not during the handshake, whose flights are small: a 66 KiB buffer per
+      // connection being set up would only fragment the heap. The buffer exists only while a
+      // read is in progress (SSL_MODE_RELEASE_BUFFERS).
+      SSL_set_default_read_buffer_len(ssl_, 4 * (SSL3_RT_MAX_PLAIN_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD + SSL3_RT_HEADER_LENGTH));
+      co_return error_code{};
+    }
     int e = SSL_get_error(ssl_, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
       if (auto ec = co_await wait_for(e)) co_return ec;
