@@ -4,15 +4,22 @@
 #include "proxy/http/head_check.hpp"
 
 #include <algorithm>
+#include <array>
 #include <boost/url/parse.hpp>
 
 namespace portcullis::http {
 namespace {
 
-bool is_tchar(unsigned char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-}
+// RFC 9110 5.6.2 tchar, as a table: every byte of every header name is looked up.
+constexpr std::array<bool, 256> tchar_table = [] {
+  std::array<bool, 256> t{};
+  for (int c = 'a'; c <= 'z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+bool is_tchar(unsigned char c) { return tchar_table[c]; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 // Only printable ASCII of an attacker-chosen name goes into a reason (it ends up in logs).

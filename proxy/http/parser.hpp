@@ -51,14 +51,11 @@ class Parser : public beast_http::basic_parser<isRequest> {
     std::string_view name(name_sv.data(), name_sv.size());
     std::string_view value(value_sv.data(), value_sv.size());
     if (fields.empty()) fields.reserve(16);  // one allocation for a typical head, not five
-    policy::Header h;
+    policy::Header& h = fields.emplace_back();
     h.name.resize(name.size());
-    for (std::size_t i = 0; i < name.size(); ++i) {
-      char c = name[i];
-      h.name[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
-    }
+    char* out = h.name.data();
+    for (char c : name) *out++ = static_cast<char>(c + ((static_cast<unsigned char>(c - 'A') < 26) ? 32 : 0));
     h.value.assign(value);
-    fields.push_back(std::move(h));
   }
   void on_header_impl(error_code&) override { header_done_ = true; }
   void on_body_init_impl(const boost::optional<std::uint64_t>&, error_code&) override {}

@@ -271,8 +271,7 @@ class HttpSession {
     deadline_.arm(ms(limits().header_timeout_ms), "header timeout");
     for (;;) {
       auto d = in_.data();
-      for (std::size_t i = scanned; i < d.size(); ++i) {
-        if (d[i] != '\n') continue;
+      for (std::size_t i = d.find('\n', scanned); i != std::string_view::npos; i = d.find('\n', i + 1)) {
         // A blank line ends the head: "\n\r\n" or "\n\n" (the bare-LF form is refused later).
         if (i + 1 < d.size() && d[i + 1] == '\n') co_return static_cast<long>(i + 2);
         if (i + 2 < d.size() && d[i + 1] == '\r' && d[i + 2] == '\n') co_return static_cast<long>(i + 3);
