@@ -12,6 +12,8 @@ struct Identity {
   std::vector<std::string> groups;  // every subject O, in certificate order
   std::vector<std::string> dns;     // DNS SANs
   std::string fingerprint_sha256;   // lowercase hex of the leaf's DER
+
+  bool operator==(const Identity&) const = default;
 };
 
 }  // namespace portcullis::certs

@@ -390,6 +390,23 @@ std::optional<Identity> peer_identity(const SSL* ssl) {
   return identity_from_x509(cert);
 }
 
+std::shared_ptr<const Identity> PeerIdentityCache::lookup(const SSL* ssl) {
+  if (ssl == nullptr) return nullptr;
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return nullptr;
+  std::weak_ptr<const Identity>& slot = by_fingerprint_[detail::sha256_fingerprint(cert)];
+  if (auto shared = slot.lock()) return shared;
+  auto made = std::make_shared<const Identity>(identity_from_x509(cert));
+  slot = made;
+  // Entries whose connections have all ended are dropped now and then, so the map follows the
+  // certificates in use, not every certificate ever seen.
+  if (++inserts_since_sweep_ >= 1024 && by_fingerprint_.size() >= 1024) {
+    std::erase_if(by_fingerprint_, [](const auto& entry) { return entry.second.expired(); });
+    inserts_since_sweep_ = 0;
+  }
+  return made;
+}
+
 Identity identity_from_x509(X509* cert) {
   Identity identity;
   if (cert == nullptr) {

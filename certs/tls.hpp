@@ -10,6 +10,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "certs/identity.hpp"
@@ -50,6 +51,20 @@ std::optional<Identity> peer_identity(const SSL* ssl);
 
 // Identity of one certificate (no verification: the caller has verified the chain).
 Identity identity_from_x509(X509* cert);
+
+// peer_identity() for many connections on one thread: the connections that present the same
+// certificate (the same SHA-256 of its DER) share one Identity instead of each keeping a copy.
+// An identity is a function of the certificate alone; whether the chain verified is checked on
+// every lookup. Not thread-safe: one per worker.
+class PeerIdentityCache {
+ public:
+  std::shared_ptr<const Identity> lookup(const SSL* ssl);
+  std::size_t size() const { return by_fingerprint_.size(); }
+
+ private:
+  std::unordered_map<std::string, std::weak_ptr<const Identity>> by_fingerprint_;
+  std::size_t inserts_since_sweep_ = 0;
+};
 
 // --- Added beyond the first interface (issue 5) ---
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 
+#include "certs/tls.hpp"
 #include "proxy/net/stream.hpp"
 #include "proxy/observe/metrics.hpp"
 #include "proxy/snapshot.hpp"
@@ -28,6 +29,8 @@ struct Worker {
   boost::asio::io_context ioc{1};
   std::shared_ptr<const Snapshot> snapshot;  // replaced by a posted message on reload
   UpstreamPool pool;
+  // Identities of verified client certificates, shared by the connections presenting the same one.
+  certs::PeerIdentityCache identities;
   bool draining = false;
   // Connections waiting for their next request; closed at once when draining.
   IdleList idle;

@@ -241,7 +241,7 @@ class HttpSession {
       log_connection_error(deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + handshake_reason(hec));
       co_return false;
     }
-    peer_ = certs::peer_identity(tls_->ssl());
+    peer_ = w_.identities.lookup(tls_->ssl());  // shared with connections presenting the same certificate
     co_return true;
   }
 
@@ -390,7 +390,7 @@ class HttpSession {
     // Kubernetes listeners: who asks (client certificate or TokenReview) and what, in RBAC terms.
     std::optional<http::KubeGateway> kube;
     if (lrt_->cfg.protocol == config::Protocol::kubernetes) {
-      const certs::Identity* cert_identity = peer_ ? &*peer_ : nullptr;
+      const certs::Identity* cert_identity = peer_.get();
       kube.emplace();
       auto refusal = co_await kube->prepare(*lrt_, cert_identity, req.method, rq_->path, rq_->query, req.fields);
       kube->fill_record(rq_->record);
@@ -410,7 +410,7 @@ class HttpSession {
     const bool buffered = docker && docker->buffered;  // forwarded from docker->body, not relayed
 
     policy::Request pr;
-    pr.peer = peer_ ? &*peer_ : nullptr;
+    pr.peer = peer_.get();
     if (kube) pr.peer = kube->identity();
     if (kube) pr.kube = &kube->attributes();
     pr.method = req.method;
@@ -835,7 +835,7 @@ class HttpSession {
     rq_->record.listener = listener_;
     rq_->record.source_ip = source_ip_;
     rq_->record.source_port = source_port_;
-    if (!rq_->record.peer) rq_->record.peer = peer_ ? &*peer_ : nullptr;  // kubernetes: a TokenReview identity
+    if (!rq_->record.peer) rq_->record.peer = peer_.get();  // kubernetes: a TokenReview identity
     rq_->record.upstream = upstream_address_.empty() ? std::string_view(lrt_->upstream->cfg.address_text) : upstream_address_;
     rq_->record.bytes_in = rq_->bytes_in;
     rq_->record.bytes_out = rq_->bytes_out;
@@ -894,7 +894,7 @@ class HttpSession {
   IdleConnection idle_link_{down_};
   net::TlsSocket* tls_ = nullptr;
   net::Deadline deadline_;
-  std::optional<certs::Identity> peer_;
+  std::shared_ptr<const certs::Identity> peer_;
   std::string source_ip_;
   std::uint16_t source_port_ = 0;
   std::string up_key_, upstream_address_;

@@ -191,6 +191,50 @@ TEST_CASE("mutual TLS: the server learns the client's identity", "[tls]") {
   CHECK(SSL_version(done.server.get()) == TLS1_3_VERSION);
 }
 
+TEST_CASE("connections presenting the same certificate share one identity; others get their own", "[tls]") {
+  Pki pki;
+  auto server = make_server_context(pki.server, ClientCertMode::optional, http11);
+  auto alice = make_client_context(pki.client, http11);
+  IssueOptions bob_options = client_options("bob");
+  bob_options.cn = "bob";
+  bob_options.spiffe = "spiffe://cluster.local/ns/shop/sa/bob";
+  BundleSpec bob_bundle = issue_bundle(pki.ca, pki.scratch.path / "bob", bob_options);
+  bob_bundle.ca = pki.server.ca;
+  auto bob = make_client_context(bob_bundle, http11);
+  BundleSpec anonymous = pki.client;
+  anonymous.cert.clear();
+  anonymous.key.clear();
+  auto nobody = make_client_context(anonymous, http11);
+
+  PeerIdentityCache cache;
+  Handshake a1 = handshake(alice.get(), server.get());
+  Handshake a2 = handshake(alice.get(), server.get());
+  Handshake b1 = handshake(bob.get(), server.get());
+  Handshake n1 = handshake(nobody.get(), server.get());
+  REQUIRE((a1.ok && a2.ok && b1.ok && n1.ok));
+  auto first = cache.lookup(a1.server.get());
+  auto second = cache.lookup(a2.server.get());
+  auto other = cache.lookup(b1.server.get());
+  REQUIRE(first);
+  CHECK(first == second);  // one object for both connections
+  CHECK(first->user == "alice");
+  CHECK(*first == *peer_identity(a1.server.get()));  // the same identity peer_identity() gives
+  REQUIRE(other);
+  CHECK(other != first);
+  CHECK(other->user == "bob");
+  CHECK_FALSE(cache.lookup(n1.server.get()));  // no certificate: no identity
+  CHECK_FALSE(cache.lookup(nullptr));
+  CHECK(cache.size() == 2);
+
+  // When every connection holding it has ended, a certificate is looked up afresh.
+  std::weak_ptr<const Identity> gone = other;
+  other.reset();
+  CHECK(gone.expired());
+  auto again = cache.lookup(b1.server.get());
+  REQUIRE(again);
+  CHECK(again->user == "bob");
+}
+
 TEST_CASE("a client without a certificate is refused where one is required, and anonymous where optional", "[tls]") {
   Pki pki;
   BundleSpec anonymous = pki.client;
