@@ -439,11 +439,16 @@ for ((r = 0; r < IDLE_ROUNDS; r++)); do
       echo "idle_rss_KiB_per_conn $name $r n/a" >> "$results"
     fi
     echo "idle_rss_baseline_MiB $name $r $((baseline / 1024))" >> "$results"
+    # The whole process with every connection held: what a host must provision. nginx, for one,
+    # allocates its connection array for worker_connections at start, so part of its cost per
+    # connection is in the baseline, not in the line above.
+    echo "idle_rss_total_MiB $name $r $((held / 1024))" >> "$results"
     stop "$name"
   done
 done
 summary idle_rss_KiB_per_conn low
 summary idle_rss_baseline_MiB low
+summary idle_rss_total_MiB low
 
 for name in "${!deaths[@]}"; do log "$name died ${deaths[$name]} time(s) under load (see above)"; done
 [ "${PORTCULLIS_IGNORE_SIGPIPE:-0}" = 1 ] && log "portcullis ran with SIGPIPE ignored (PORTCULLIS_IGNORE_SIGPIPE=1)"
