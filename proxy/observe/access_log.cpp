@@ -1,11 +1,13 @@
 #include "proxy/observe/access_log.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -19,6 +21,8 @@ struct Sink {
   std::string target = "stdout";
   int fd = STDOUT_FILENO;
   bool off = false;
+  std::uint64_t lost = 0;  // lines that could not be written
+  int last_error = 0;      // the errno last reported, so a failing sink is not reported per line
 };
 Sink& sink() {
   static Sink s;
@@ -37,6 +41,39 @@ std::string open_locked(Sink& s) {
   s.fd = fd;
   s.off = s.target == "off";
   return {};
+}
+
+// Writes the whole line. The audit trail must not lose a line to a signal or to a full pipe on
+// a non-blocking descriptor (a parent may hand us one): EINTR is retried, EAGAIN waits up to
+// 5 s for room. What still fails is reported on stderr, once per kind of error and a count.
+void write_all_locked(Sink& s, std::string_view line) {
+  const char* p = line.data();
+  std::size_t left = line.size();
+  while (left > 0) {
+    const ssize_t n = ::write(s.fd, p, left);
+    if (n > 0) {
+      p += n;
+      left -= static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd pfd{s.fd, POLLOUT, 0};
+      int ready;
+      do {
+        ready = ::poll(&pfd, 1, 5000);
+      } while (ready < 0 && errno == EINTR);
+      if (ready > 0) continue;
+      errno = ready == 0 ? ETIMEDOUT : errno;
+    }
+    const int err = n == 0 ? EIO : errno;
+    ++s.lost;
+    if (err != s.last_error) {
+      s.last_error = err;
+      spdlog::error("access log: a line could not be written ({}); {} line(s) lost so far", std::strerror(err), s.lost);
+    }
+    return;
+  }
 }
 
 void field(std::string& out, std::string_view key, std::string_view value) {
@@ -151,14 +188,7 @@ void write_access_log(const AccessRecord& r) {
   number(line, "duration_us", static_cast<std::uint64_t>(r.duration.count()));
   line += "}\n";
   std::lock_guard lock(s.mu);
-  const char* p = line.data();
-  std::size_t left = line.size();
-  while (left > 0) {
-    ssize_t n = ::write(s.fd, p, left);
-    if (n <= 0) break;
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
+  write_all_locked(s, line);
 }
 
 }  // namespace portcullis::observe

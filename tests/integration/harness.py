@@ -317,7 +317,7 @@ policies:
 class Proxy:
     """Runs `portcullis run -c CONFIG` and learns where each listener is bound."""
 
-    def __init__(self, config_text, directory, extra_args=(), expect_ready=True):
+    def __init__(self, config_text, directory, extra_args=(), expect_ready=True, stdout=None):
         self.dir = directory
         self.config_path = os.path.join(directory, "portcullis.yaml")
         with open(self.config_path, "w") as f:
@@ -325,7 +325,8 @@ class Proxy:
         self.stderr_path = os.path.join(directory, "proxy.stderr")
         self.stdout_path = os.path.join(directory, "proxy.stdout")
         self.proc = subprocess.Popen([BIN, "run", "-c", self.config_path, *extra_args],
-                                     stdout=open(self.stdout_path, "wb"), stderr=open(self.stderr_path, "wb"))
+                                     stdout=open(self.stdout_path, "wb") if stdout is None else stdout,
+                                     stderr=open(self.stderr_path, "wb"))
         self.listeners = {}
         if expect_ready:
             self.wait_ready()
@@ -404,6 +405,38 @@ def raw_exchange(port, data, pki=None, client=None, timeout=10, tls=True):
         pass
     s.close()
     return out
+
+
+def keepalive_requests(port, pki, requests, pause=0.3, bodies=False):
+    """Sends each raw request on one TLS connection, waiting for each response (Content-Length
+    framed) and `pause` seconds between them; returns the status codes, or (status, body) pairs
+    with bodies=True."""
+    s = client_tls_context(pki, "alice").wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                                     server_hostname="localhost")
+    statuses = []
+    buf = b""
+    for req in requests:
+        s.sendall(req)
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                statuses.append(None)
+                s.close()
+                return statuses
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        while len(buf) < length:
+            buf += s.recv(65536)
+        body, buf = buf[:length], buf[length:]
+        status = int(head.split(b" ")[1])
+        statuses.append((status, body) if bodies else status)
+        time.sleep(pause)
+    s.close()
+    return statuses
 
 
 def tmpdir():

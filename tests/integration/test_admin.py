@@ -1,12 +1,16 @@
 """The admin listener (issue 6): /healthz, /readyz, /config and /metrics through the real
 binary, checked with promtool and scraped by a real Prometheus server."""
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import termios
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -16,7 +20,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import Pki, Proxy, RecordingUpstream, curl, paths_rule, sidecar_config, tmpdir
+from harness import Pki, Proxy, RecordingUpstream, curl, keepalive_requests, paths_rule, sidecar_config, tmpdir
 
 
 def config(pki, upstream, paths='["/allowed/**"]'):
@@ -327,6 +331,51 @@ def test_admin_listener_moves_on_reload_and_a_taken_address_is_refused(env):
     finally:
         taken.close()
         assert p.stop() == 0
+
+
+def test_access_log_lines_wait_for_room_in_a_full_nonblocking_pipe(env):
+    """A parent may hand the proxy a non-blocking stdout. When that pipe is full, lines wait for
+    room (the audit trail applies backpressure); none is dropped."""
+    d, pki, up = env
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)  # a page: full after a few lines
+    fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+    p = Proxy(logging_config(pki, up, "stdout"), d, stdout=w)
+    os.close(w)
+    chunks = []
+    was_full = threading.Event()
+
+    def reader():
+        # Read nothing until the pipe is full (no room left for another line), then hold off a
+        # little longer: lines written meanwhile meet EAGAIN.
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0\0\0\0"))[0] > 4096 - 300:
+                was_full.set()
+                break
+            time.sleep(0.02)
+        time.sleep(1.0)
+        while True:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    n = 60  # ~570 bytes a line: about eight pipes' worth
+    try:
+        statuses = keepalive_requests(p.port("inbound"), pki, [b"GET /allowed/x HTTP/1.1\r\nHost: x\r\n\r\n"] * n,
+                                      pause=0)
+        assert statuses == [200] * n
+    finally:
+        assert p.stop() == 0
+        t.join(10)
+        os.close(r)
+    assert was_full.is_set(), "the pipe never filled: the test did not exercise a full pipe"
+    lines = [json.loads(line) for line in b"".join(chunks).decode().splitlines() if line.strip()]
+    assert len([l for l in lines if l["url.path"] == "/allowed/x"]) == n
+    assert "could not be written" not in p.stderr()
 
 
 def test_denials_are_logged_even_with_the_access_log_off(env):

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, paths_rule, raw_exchange,
+from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, keepalive_requests, paths_rule,
+                     raw_exchange,
                      sidecar_config, tmpdir)
 
 
@@ -538,38 +539,6 @@ class ScriptedUpstream:
 
     def close(self):
         self.sock.close()
-
-
-def keepalive_requests(port, pki, requests, pause=0.3, bodies=False):
-    """Sends each raw request on one TLS connection, waiting for each response (Content-Length
-    framed) and `pause` seconds between them; returns the status codes, or (status, body) pairs
-    with bodies=True."""
-    s = client_tls_context(pki, "alice").wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
-                                                     server_hostname="localhost")
-    statuses = []
-    buf = b""
-    for req in requests:
-        s.sendall(req)
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                statuses.append(None)
-                s.close()
-                return statuses
-            buf += chunk
-        head, _, buf = buf.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        while len(buf) < length:
-            buf += s.recv(65536)
-        body, buf = buf[:length], buf[length:]
-        status = int(head.split(b" ")[1])
-        statuses.append((status, body) if bodies else status)
-        time.sleep(pause)
-    s.close()
-    return statuses
 
 
 def get(path):
