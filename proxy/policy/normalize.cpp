@@ -146,6 +146,10 @@ namespace detail {
 
 std::string normalize_path(std::string_view encoded, std::string& error, bool use_shortcut) {
   error.clear();
+  if (encoded.empty() || encoded.front() != '/') {
+    error = "path does not start with '/'";
+    return {};
+  }
   if (use_shortcut && already_canonical(encoded)) return std::string(encoded);
   std::vector<std::string> segments;
   bool trailing_slash = false;
@@ -232,6 +236,11 @@ NormalizedTarget normalize_target(std::string_view method, std::string_view targ
       n.authority += port;
     }
     path = u->encoded_path();
+    // RFC 3986 path-abempty: after an authority the path is empty or starts with '/'. Boost.URL
+    // 1.81 ends the port at its last digit and returns the rest as the path ("host:80,x" gives
+    // port 80 and path ",x"): such a target is malformed, not a request for "/x".
+    if (!path.empty() && path.front() != '/')
+      return reject("absolute-form target whose path does not start with '/' (invalid port?)");
     if (u->has_query()) n.query = u->encoded_query();
   }
   if (n.query.find("%00") != std::string::npos) return reject("encoded NUL (%00) in query");

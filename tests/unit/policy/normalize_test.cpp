@@ -113,6 +113,20 @@ TEST_CASE("normalize: random spellings never throw, and every accepted path is a
   CHECK(accepted > 1000);  // the generator exercises the accepting paths too
 }
 
+TEST_CASE("normalize: an absolute-form port with anything after its digits is refused, not read as a path") {
+  // Fuzz findings (fuzz_normalize, fuzz_http_head): Boost.URL 1.81 ends the port at its last
+  // digit and returns the rest as the path, which once lost its first character ("/ple.5").
+  CHECK_THAT(error_of("http://Example.COM:80,ple.5?q"), Catch::Contains("does not start with '/'"));
+  CHECK_THAT(error_of("http://auu:5uuuuu"), Catch::Contains("does not start with '/'"));
+  CHECK(error_of("http://example.com:80/ok") == "ok");
+  CHECK(error_of("http://example.com:80") == "ok");
+  std::string error;
+  CHECK(portcullis::policy::detail::normalize_path("x/y", error).empty());
+  CHECK(error == "path does not start with '/'");
+  CHECK(portcullis::policy::detail::normalize_path("", error, false).empty());
+  CHECK(error == "path does not start with '/'");
+}
+
 TEST_CASE("normalize: the shortcut for canonical paths gives what a full rebuild gives") {
   // Every path of up to 6 characters after the leading '/' over an alphabet with each special
   // case ('.', '/', ';', percent-encoding of '.', of 'B' and of '+'): the shortcut must return
