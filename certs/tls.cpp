@@ -377,23 +377,26 @@ SslCtxPtr make_client_context(const BundleSpec& bundle, std::span<const std::str
   return ctx;
 }
 
-std::optional<Identity> peer_identity(const SSL* ssl) {
-  if (ssl == nullptr) {
-    return std::nullopt;
-  }
+namespace {
+// The peer's certificate when it may yield an identity, else null. With client_certs: optional
+// a handshake can complete without a certificate; one that was sent but did not verify never
+// yields an identity.
+X509* verified_peer_certificate(const SSL* ssl) {
+  if (ssl == nullptr) return nullptr;
   X509* cert = SSL_get0_peer_certificate(ssl);
-  // With client_certs: optional a handshake can complete without a certificate; one that was
-  // sent but did not verify never yields an identity.
-  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) {
-    return std::nullopt;
-  }
+  return cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK ? cert : nullptr;
+}
+}  // namespace
+
+std::optional<Identity> peer_identity(const SSL* ssl) {
+  X509* cert = verified_peer_certificate(ssl);
+  if (cert == nullptr) return std::nullopt;
   return identity_from_x509(cert);
 }
 
 std::shared_ptr<const Identity> PeerIdentityCache::lookup(const SSL* ssl) {
-  if (ssl == nullptr) return nullptr;
-  X509* cert = SSL_get0_peer_certificate(ssl);
-  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return nullptr;
+  X509* cert = verified_peer_certificate(ssl);
+  if (cert == nullptr) return nullptr;
   std::weak_ptr<const Identity>& slot = by_fingerprint_[detail::sha256_fingerprint(cert)];
   if (auto shared = slot.lock()) return shared;
   auto made = std::make_shared<const Identity>(identity_from_x509(cert));

@@ -267,7 +267,7 @@ class HttpSession {
   // ended cleanly before a request, or -status when the head must be refused.
   net::awaitable<long> read_head() {
     std::size_t scanned = 0;
-    // serve() waited for the first byte: from here the head has header_timeout_ms to arrive.
+    // park() waited for the first byte: from here the head has header_timeout_ms to arrive.
     deadline_.arm(ms(limits().header_timeout_ms), "header timeout");
     for (;;) {
       auto d = in_.data();
@@ -451,7 +451,7 @@ class HttpSession {
       if (f.name == "host") saw_host = true;
       append_field(out, f.name, f.value);
     }
-    if (!saw_host) out += "host: " + host + "\r\n";  // HTTP/1.0 without Host
+    if (!saw_host) append_field(out, "host", host);  // HTTP/1.0 without Host
     if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::xfcc)
     {
       if (xfcc_.empty()) xfcc_ = xfcc_value(*peer_);  // the peer is fixed for the connection
@@ -459,8 +459,8 @@ class HttpSession {
     }
     if (kube) kube->append_identity_headers(out);  // Impersonate-* or X-Remote-*
     else if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::remote_user) {
-      out += "x-remote-user: " + peer_->user + "\r\n";
-      for (const auto& g : peer_->groups) out += "x-remote-group: " + g + "\r\n";
+      append_field(out, "x-remote-user", peer_->user);
+      for (const auto& g : peer_->groups) append_field(out, "x-remote-group", g);
     }
     if (buffered) out += "content-length: " + std::to_string(docker->body.size()) + "\r\n";
     else if (req.chunked()) out += "transfer-encoding: chunked\r\n";

@@ -56,17 +56,17 @@ void write_all_locked(Sink& s, std::string_view line) {
       left -= static_cast<std::size_t>(n);
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    int err = n == 0 ? EIO : errno;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
       pollfd pfd{s.fd, POLLOUT, 0};
       int ready;
       do {
         ready = ::poll(&pfd, 1, 5000);
       } while (ready < 0 && errno == EINTR);
       if (ready > 0) continue;
-      errno = ready == 0 ? ETIMEDOUT : errno;
+      err = ready == 0 ? ETIMEDOUT : errno;
     }
-    const int err = n == 0 ? EIO : errno;
     ++s.lost;
     if (err != s.last_error) {
       s.last_error = err;

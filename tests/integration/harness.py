@@ -407,6 +407,27 @@ def raw_exchange(port, data, pki=None, client=None, timeout=10, tls=True):
     return out
 
 
+def read_response(s, buf=b""):
+    """Reads one Content-Length framed response from s, after the bytes already in buf. Returns
+    (head, body, rest), rest being what followed the body; head is None when s closed before a
+    whole head arrived. A close in the middle of the body is an AssertionError."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None, b"", buf
+        buf += chunk
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    while len(buf) < length:
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {len(buf)} of {length} body bytes"
+        buf += chunk
+    return head, buf[:length], buf[length:]
+
+
 def keepalive_requests(port, pki, requests, pause=0.3, bodies=False):
     """Sends each raw request on one TLS connection, waiting for each response (Content-Length
     framed) and `pause` seconds between them; returns the status codes, or (status, body) pairs
@@ -417,21 +438,11 @@ def keepalive_requests(port, pki, requests, pause=0.3, bodies=False):
     buf = b""
     for req in requests:
         s.sendall(req)
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                statuses.append(None)
-                s.close()
-                return statuses
-            buf += chunk
-        head, _, buf = buf.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        while len(buf) < length:
-            buf += s.recv(65536)
-        body, buf = buf[:length], buf[length:]
+        head, body, buf = read_response(s, buf)
+        if head is None:
+            statuses.append(None)
+            s.close()
+            return statuses
         status = int(head.split(b" ")[1])
         statuses.append((status, body) if bodies else status)
         time.sleep(pause)

@@ -12,8 +12,7 @@ import time
 import pytest
 
 from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, keepalive_requests, paths_rule,
-                     raw_exchange,
-                     sidecar_config, tmpdir)
+                     raw_exchange, read_response, sidecar_config, tmpdir)
 
 
 def http_config(pki, upstream, extra_listener="", rules=None, top=""):
@@ -311,17 +310,10 @@ def _tls_keepalive_get(pki, port, path=b"/idle"):
     s = client_tls_context(pki, "alice").wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
                                                      server_hostname="localhost")
     s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        assert chunk, "closed before the response"
-        buf += chunk
-    assert buf.startswith(b"HTTP/1.1 200"), buf[:80]
-    head, _, body = buf.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-        body += s.recv(65536)
-    assert len(body) == length, "more bytes than the response"
+    head, _, rest = read_response(s)
+    assert head is not None, "closed before the response"
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+    assert rest == b"", "more bytes than the response"
     return s
 
 
