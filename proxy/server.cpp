@@ -53,7 +53,7 @@ struct Server::ListenerGroup {
   std::uint64_t max_connections;
   std::shared_ptr<std::atomic<std::uint64_t>> active = std::make_shared<std::atomic<std::uint64_t>>(0);
   // acceptors[i] belongs to worker i and is only touched on its thread once running.
-  std::vector<std::unique_ptr<net::tcp::acceptor>> acceptors;
+  std::vector<std::unique_ptr<net::tcp_acceptor>> acceptors;
 };
 
 Server::Server(std::shared_ptr<const Snapshot> snapshot, RunOptions options)
@@ -105,7 +105,7 @@ std::shared_ptr<Server::ListenerGroup> Server::bind_listener(const ListenerRunti
   auto addr = asio::ip::make_address(l.cfg.address.host);
   std::uint16_t port = l.cfg.address.port;
   for (auto& w : workers_) {
-    auto acc = std::make_unique<net::tcp::acceptor>(w->ioc);
+    auto acc = std::make_unique<net::tcp_acceptor>(w->ioc);
     net::tcp::endpoint ep(addr, port);
     boost::system::error_code ec;
     acc->open(ep.protocol(), ec);
@@ -231,7 +231,7 @@ std::string Server::scrape() {
   return observe::render(total);
 }
 
-void Server::spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g, net::tcp::socket sock) {
+void Server::spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g, net::tcp_socket sock) {
   const std::string listener_labels = observe::labels({{"listener", g->name}});
   w.metrics.add(observe::Metric::connections_total, listener_labels);
   w.metrics.add(observe::Metric::connections_active, listener_labels);
@@ -264,7 +264,7 @@ void Server::connection_ended(Worker& w, ListenerGroup& g) {
 void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     Worker& w = *workers_[i];
-    net::tcp::acceptor* acc = g->acceptors[i].get();
+    net::tcp_acceptor* acc = g->acceptors[i].get();
     asio::co_spawn(
         w.ioc,
         [this, &w, acc, g]() -> asio::awaitable<void> {
@@ -320,7 +320,7 @@ void Server::start_accepting(const std::shared_ptr<ListenerGroup>& g) {
             spdlog::debug("listener '{}': connection handed from worker {} to worker {} (fewer connections)", g->name,
                           w.index, target->index);
             asio::post(target->ioc, [this, target, g, protocol, fd] {
-              net::tcp::socket s(target->ioc);
+              net::tcp_socket s(target->ioc);
               boost::system::error_code aec;
               if (!target->draining) s.assign(protocol, fd, aec);
               if (target->draining || aec) {

@@ -41,7 +41,7 @@ class Server {
   std::shared_ptr<ListenerGroup> bind_listener(const ListenerRuntime& l);
   void start_accepting(const std::shared_ptr<ListenerGroup>& g);
   // Runs an accepted connection on worker w, on w's thread (the accept loop raised the counters).
-  void spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g, boost::asio::ip::tcp::socket sock);
+  void spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g, net::tcp_socket sock);
   void connection_ended(Worker& w, ListenerGroup& g);  // lowers the counters again
   void reload(const std::string& why);
   bool try_reload(const std::string& why);  // false: rejected, the old config stays

@@ -11,6 +11,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "proxy/net/deadline.hpp"
 #include "proxy/policy/glob.hpp"
 
 namespace portcullis {
@@ -53,9 +54,9 @@ net::awaitable<UpstreamConnection> connect_tcp(const UpstreamRuntime& up, net::t
       for (const auto& r : results) endpoints.push_back(r.endpoint());
     }
   }
-  net::tcp::socket sock(ex);
+  net::tcp_socket sock(net::io_context_of(ex));
   for (const auto& ep : endpoints) {
-    sock = net::tcp::socket(ex);
+    sock = net::tcp_socket(net::io_context_of(ex));
     auto [cec] = co_await sock.async_connect(ep, use_tuple);
     out.address = ep.address().to_string() + ":" + std::to_string(ep.port());
     if (!cec) {
@@ -108,7 +109,7 @@ net::awaitable<UpstreamConnection> connect_tcp(const UpstreamRuntime& up, net::t
 net::awaitable<UpstreamConnection> connect_unix(const UpstreamRuntime& up) {
   UpstreamConnection out;
   auto ex = co_await asio::this_coro::executor;
-  net::unix_socket sock(ex);
+  net::unix_socket sock(net::io_context_of(ex));
   auto [ec] = co_await sock.async_connect(asio::local::stream_protocol::endpoint(up.cfg.path), use_tuple);
   out.address = "unix:" + up.cfg.path;
   if (ec) {
@@ -152,7 +153,7 @@ net::awaitable<UpstreamConnection> connect_upstream(const UpstreamRuntime& up, s
   co_return out;
 }
 
-std::optional<net::tcp::endpoint> original_destination(net::tcp::socket& s) {
+std::optional<net::tcp::endpoint> original_destination(net::tcp_socket& s) {
   int fd = static_cast<int>(s.native_handle());
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

@@ -26,7 +26,7 @@ net::awaitable<UpstreamConnection> connect_upstream(const UpstreamRuntime& up,
                                                     std::optional<net::tcp::endpoint> original_dst = {});
 
 // The destination a connection had before an nftables redirect (SO_ORIGINAL_DST).
-std::optional<net::tcp::endpoint> original_destination(net::tcp::socket& s);
+std::optional<net::tcp::endpoint> original_destination(net::tcp_socket& s);
 
 // Idle keep-alive upstream connections of one worker (never shared between threads).
 class UpstreamPool {

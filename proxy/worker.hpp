@@ -50,8 +50,8 @@ struct Worker {
 // serve_http runs the connection on w's thread and calls `ended` when it is over (not when the
 // worker is torn down with the connection still open).
 using ConnectionEnded = std::function<void()>;
-void serve_http(Worker& w, std::string listener, net::tcp::socket socket, ConnectionEnded ended);
-boost::asio::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp::socket socket);
+void serve_http(Worker& w, std::string listener, net::tcp_socket socket, ConnectionEnded ended);
+boost::asio::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp_socket socket);
 
 // Copies bytes both ways until both directions end; half-closes are passed on. idle_ms bounds
 // the time with no bytes in either direction (0 = none). Returns {bytes a->b, bytes b->a}.

@@ -155,7 +155,7 @@ bhttp::response<bhttp::string_body> answer(const bhttp::request<bhttp::string_bo
   return res;
 }
 
-asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<SSL_CTX> ctx,
+asio::awaitable<void> serve(net::tcp_socket socket, std::shared_ptr<SSL_CTX> ctx,
                             std::shared_ptr<const inject::Options> options) {
   auto* tls = new net::TlsSocket(std::move(socket), ctx.get(), true);
   net::Stream stream{std::unique_ptr<net::TlsSocket>(tls)};
@@ -245,7 +245,7 @@ int run_webhook(const std::string& path) {
     return 1;
   }
   asio::io_context ioc(1);
-  net::tcp::acceptor acceptor(ioc);
+  net::tcp_acceptor acceptor(ioc);
   try {
     net::tcp::endpoint ep(asio::ip::make_address(cfg.host), cfg.port);
     acceptor.open(ep.protocol());
@@ -291,7 +291,7 @@ int run_webhook(const std::string& path) {
   auto options = std::make_shared<const inject::Options>(cfg.options);
   asio::co_spawn(ioc,
                  net::accept_each(acceptor, "webhook",
-                                  [&ctx, options](net::tcp::socket s) { return serve(std::move(s), ctx, options); }),
+                                  [&ctx, options](net::tcp_socket s) { return serve(std::move(s), ctx, options); }),
                  asio::detached);
   ioc.run();
   watcher.reset();  // joins the watcher before ctx and ioc go away

@@ -127,7 +127,7 @@ void append_hex(std::string& out, std::size_t n) {
 
 class HttpSession {
  public:
-  HttpSession(Worker& w, std::string listener, net::tcp::socket socket, ConnectionEnded ended)
+  HttpSession(Worker& w, std::string listener, net::tcp_socket socket, ConnectionEnded ended)
       : w_(w),
         ended_(std::move(ended)),
         listener_(std::move(listener)),
@@ -224,7 +224,7 @@ class HttpSession {
       Wake why = ec || self->w_.draining ? Wake::closing : Wake::readable;
       activate(std::move(self), why);
     };
-    s.down_.tcp_socket()->async_wait(net::tcp::socket::wait_read,
+    s.down_.tcp()->async_wait(net::tcp_socket::wait_read,
                                      asio::bind_allocator(net::ExactAllocator<void>(), std::move(on_readable)));
   }
 
@@ -922,7 +922,7 @@ class HttpSession {
 
 }  // namespace
 
-void serve_http(Worker& w, std::string listener, net::tcp::socket socket, ConnectionEnded ended) {
+void serve_http(Worker& w, std::string listener, net::tcp_socket socket, ConnectionEnded ended) {
   HttpSession::activate(std::make_unique<HttpSession>(w, std::move(listener), std::move(socket), std::move(ended)),
                         HttpSession::Wake::accepted);
 }

@@ -11,8 +11,8 @@
 
 namespace portcullis::net {
 
-template <class Serve>
-boost::asio::awaitable<void> accept_each(boost::asio::ip::tcp::acceptor& acceptor, const char* listener, Serve serve) {
+template <class Acceptor, class Serve>
+boost::asio::awaitable<void> accept_each(Acceptor& acceptor, const char* listener, Serve serve) {
   namespace asio = boost::asio;
   for (;;) {
     auto [ec, sock] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));

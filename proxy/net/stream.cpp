@@ -21,7 +21,7 @@ void clear_ssl_errors() {
 }
 }  // namespace
 
-TlsSocket::TlsSocket(tcp::socket socket, SSL_CTX* ctx, bool server) : socket_(std::move(socket)) {
+TlsSocket::TlsSocket(tcp_socket socket, SSL_CTX* ctx, bool server) : socket_(std::move(socket)) {
   ssl_ = SSL_new(ctx);
   if (ssl_) {
     socket_.non_blocking(true);
@@ -63,7 +63,7 @@ error_code TlsSocket::last_error(int ret) {
 }
 
 awaitable<error_code> TlsSocket::wait_for(int ssl_error) {
-  auto what = ssl_error == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read;
+  auto what = ssl_error == SSL_ERROR_WANT_WRITE ? tcp_socket::wait_write : tcp_socket::wait_read;
   auto [ec] = co_await socket_.async_wait(what, use_tuple);
   co_return ec;
 }
@@ -103,7 +103,7 @@ awaitable<io_result> TlsSocket::retry_io(Op op) {
     if (r == 1) co_return io_result{error_code{}, n};
     int e = SSL_get_error(ssl_, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-      const auto what = e == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read;
+      const auto what = e == SSL_ERROR_WANT_WRITE ? tcp_socket::wait_write : tcp_socket::wait_read;
       auto [ec] = co_await socket_.async_wait(what, use_tuple);
       if (ec) co_return io_result{ec, 0};
       continue;
@@ -180,7 +180,7 @@ awaitable<io_result> Stream::read_some(asio::mutable_buffer b) {
 }
 
 awaitable<io_result> Stream::read_plain(asio::mutable_buffer b) {
-  if (auto* s = std::get_if<tcp::socket>(&v_)) {
+  if (auto* s = std::get_if<tcp_socket>(&v_)) {
     auto [ec, n] = co_await s->async_read_some(b, use_tuple);
     co_return io_result{ec, n};
   }
@@ -196,7 +196,7 @@ awaitable<error_code> Stream::write_all(asio::const_buffer b) {
     auto [ec, n] = co_await (*t)->write_all(b);
     co_return ec;
   }
-  if (auto* s = std::get_if<tcp::socket>(&v_)) {
+  if (auto* s = std::get_if<tcp_socket>(&v_)) {
     auto [ec, n] = co_await asio::async_write(*s, b, use_tuple);
     co_return ec;
   }
@@ -210,7 +210,7 @@ awaitable<error_code> Stream::write_all(asio::const_buffer b) {
 awaitable<void> Stream::shutdown_send() {
   error_code ignored;
   if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) co_await (*t)->shutdown_send();
-  else if (auto* s = std::get_if<tcp::socket>(&v_)) s->shutdown(tcp::socket::shutdown_send, ignored);
+  else if (auto* s = std::get_if<tcp_socket>(&v_)) s->shutdown(tcp_socket::shutdown_send, ignored);
   else if (auto* u = std::get_if<unix_socket>(&v_)) u->shutdown(unix_socket::shutdown_send, ignored);
 }
 
@@ -218,7 +218,7 @@ void Stream::close() {
   error_code ignored;
   if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
     if (*t) (*t)->socket().close(ignored);
-  } else if (auto* s = std::get_if<tcp::socket>(&v_)) {
+  } else if (auto* s = std::get_if<tcp_socket>(&v_)) {
     s->close(ignored);
   } else if (auto* u = std::get_if<unix_socket>(&v_)) {
     u->close(ignored);
@@ -230,9 +230,9 @@ SSL* Stream::ssl() const {
   return nullptr;
 }
 
-tcp::socket* Stream::tcp_socket() {
+tcp_socket* Stream::tcp() {
   if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) return &(*t)->socket();
-  if (auto* s = std::get_if<tcp::socket>(&v_)) return s;
+  if (auto* s = std::get_if<tcp_socket>(&v_)) return s;
   return nullptr;
 }
 
@@ -241,8 +241,8 @@ bool Stream::peer_closed_or_sent() const {
   if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
     if ((*t)->has_buffered_data()) return true;
     fd = static_cast<int>(const_cast<TlsSocket&>(**t).socket().native_handle());
-  } else if (auto* s = std::get_if<tcp::socket>(&v_)) {
-    fd = static_cast<int>(const_cast<tcp::socket&>(*s).native_handle());
+  } else if (auto* s = std::get_if<tcp_socket>(&v_)) {
+    fd = static_cast<int>(const_cast<tcp_socket&>(*s).native_handle());
   } else if (auto* u = std::get_if<unix_socket>(&v_)) {
     fd = static_cast<int>(const_cast<unix_socket&>(*u).native_handle());
   }

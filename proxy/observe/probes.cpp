@@ -36,7 +36,7 @@ bool header_safe(std::string_view s) { return s.find_first_of("\r\n") == std::st
 // not answer (refused, reset, timed out, not HTTP).
 asio::awaitable<unsigned> send_probe(const AppProbe& p, SSL_CTX* client_ctx) {
   auto ex = co_await asio::this_coro::executor;
-  net::tcp::socket socket(ex);
+  net::tcp_socket socket(net::io_context_of(ex));
   net::Stream stream;
   bool connected = false;
   net::Deadline deadline(ex, [&] {
@@ -84,7 +84,7 @@ asio::awaitable<unsigned> send_probe(const AppProbe& p, SSL_CTX* client_ctx) {
   co_return parser.get().result_int();
 }
 
-asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<const std::map<std::string, AppProbe>> probes,
+asio::awaitable<void> serve(net::tcp_socket socket, std::shared_ptr<const std::map<std::string, AppProbe>> probes,
                             std::shared_ptr<SSL_CTX> client_ctx) {
   beast::flat_buffer buffer;
   net::Deadline deadline(socket.get_executor(), [&socket] {
@@ -133,7 +133,7 @@ asio::awaitable<void> serve(net::tcp::socket socket, std::shared_ptr<const std::
   }
   deadline.stop();
   boost::system::error_code ignored;
-  socket.shutdown(net::tcp::socket::shutdown_send, ignored);
+  socket.shutdown(net::tcp_socket::shutdown_send, ignored);
   socket.close(ignored);
 }
 
@@ -208,7 +208,7 @@ ProbesListener::ProbesListener(const config::Address& address, std::map<std::str
 void ProbesListener::start() {
   asio::co_spawn(ioc_,
                  net::accept_each(acceptor_, "probes",
-                                  [probes = probes_, ctx = client_ctx_](net::tcp::socket s) {
+                                  [probes = probes_, ctx = client_ctx_](net::tcp_socket s) {
                                     return serve(std::move(s), probes, ctx);
                                   }),
                  asio::detached);

@@ -11,6 +11,8 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+
+#include "proxy/net/stream.hpp"
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -50,7 +52,7 @@ class ProbesListener {
 
  private:
   boost::asio::io_context ioc_{1};
-  boost::asio::ip::tcp::acceptor acceptor_{ioc_};
+  net::tcp_acceptor acceptor_{ioc_};
   std::shared_ptr<const std::map<std::string, AppProbe>> probes_;
   std::shared_ptr<SSL_CTX> client_ctx_;
   std::string address_;

@@ -53,7 +53,7 @@ net::awaitable<std::pair<std::uint64_t, std::uint64_t>> relay(net::Stream& a, ne
   co_return std::pair{ab, ba};
 }
 
-net::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp::socket socket) {
+net::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp_socket socket) {
   auto snap = w.snapshot;
   const auto& lrt = snap->listeners.at(listener);
   const auto& limits = lrt.cfg.limits;
