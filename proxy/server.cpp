@@ -235,16 +235,18 @@ void Server::spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g
   const std::string listener_labels = observe::labels({{"listener", g->name}});
   w.metrics.add(observe::Metric::connections_total, listener_labels);
   w.metrics.add(observe::Metric::connections_active, listener_labels);
-  auto ended = [this, &w, g] {
-    w.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", g->name}}), -1);
-    connection_ended(w, *g);
-  };
+  ConnectionEnded ended{[](void* server, Worker& on, void* group) {
+                          auto& lg = *static_cast<ListenerGroup*>(group);
+                          on.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", lg.name}}), -1);
+                          static_cast<Server*>(server)->connection_ended(on, lg);
+                        },
+                        this, g};
   if (g->protocol != config::Protocol::tcp) {
     serve_http(w, g->name, std::move(sock), std::move(ended));
     return;
   }
-  asio::co_spawn(w.ioc, serve_tcp(w, g->name, std::move(sock)), [ended](std::exception_ptr e) {
-    ended();
+  asio::co_spawn(w.ioc, serve_tcp(w, g->name, std::move(sock)), [ended, &w](std::exception_ptr e) {
+    ended(w);
     if (e) {
       try {
         std::rethrow_exception(e);

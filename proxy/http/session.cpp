@@ -134,7 +134,6 @@ class HttpSession {
         snap_(w.snapshot),
         lrt_(&snap_->listeners.at(listener_)),
         in_(std::max<std::size_t>(limits().header_bytes + 1, io_chunk)),
-        upbuf_(std::max<std::size_t>(limits().header_bytes + 1, io_chunk)),
         deadline_(socket.get_executor(), [this] { close_all(); }) {
     error_code ec;
     auto ep = socket.remote_endpoint(ec);
@@ -210,7 +209,7 @@ class HttpSession {
       spdlog::error("connection ended by an unexpected exception");
     }
     s.down_.close();
-    if (s.ended_) s.ended_();
+    s.ended_(s.w_);
   }
 
   // Idle between requests: waits for readability without reading, so no buffer is held, directly
@@ -255,12 +254,8 @@ class HttpSession {
   // its 504/502; any other wait closes both sides.
   void close_all() {
     const char* what = deadline_.what();
-    if (what && std::string_view(what).starts_with("upstream")) {
-      up_.close();
-      return;
-    }
-    down_.close();
-    up_.close();
+    if (side_) side_->conn.close();
+    if (!what || !std::string_view(what).starts_with("upstream")) down_.close();
   }
 
   // Reads until a whole request head is buffered. Returns its length, 0 when the connection
@@ -454,8 +449,8 @@ class HttpSession {
     if (!saw_host) append_field(out, "host", host);  // HTTP/1.0 without Host
     if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::xfcc)
     {
-      if (xfcc_.empty()) xfcc_ = xfcc_value(*peer_);  // the peer is fixed for the connection
-      append_field(out, "x-forwarded-client-cert", xfcc_);
+      if (side().xfcc.empty()) side().xfcc = xfcc_value(*peer_);  // the peer is fixed for the connection
+      append_field(out, "x-forwarded-client-cert", side().xfcc);
     }
     if (kube) kube->append_identity_headers(out);  // Impersonate-* or X-Remote-*
     else if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::remote_user) {
@@ -478,16 +473,16 @@ class HttpSession {
     // check and our write, the upstream's keep-alive timeout can pass). Any other request is
     // never sent twice.
     const bool retryable = (!has_body || buffered) && is_idempotent(req.method);
-    retry_request_ = retryable ? &out : nullptr;
+    side().retry_request = retryable ? &out : nullptr;
     if (!co_await ensure_upstream()) co_return false;
     deadline_.arm(ms(limits().idle_timeout_ms), "upstream write timeout");
-    auto wec = co_await up_.write_all(asio::buffer(out));
-    if (wec && reused_upstream_) {
+    auto wec = co_await up().write_all(asio::buffer(out));
+    if (wec && side().reused) {
       // A pooled connection the upstream had closed: one fresh attempt, nothing was sent yet.
-      retry_request_ = nullptr;
-      up_.close();
+      side().retry_request = nullptr;
+      up().close();
       if (!co_await ensure_upstream()) co_return false;
-      wec = co_await up_.write_all(asio::buffer(out));
+      wec = co_await up().write_all(asio::buffer(out));
     }
     if (wec) co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + wec.message());
 
@@ -504,13 +499,13 @@ class HttpSession {
         req.pieces().clear();
         std::size_t n = req.put(asio::buffer(in_.data().data(), in_.size()), pec);
         if (pec && pec != boost::beast::http::error::need_more) {
-          up_.close();
+          up().close();
           int status = pec == boost::beast::http::error::body_limit ? 413 : 400;
           std::string why = status == 413 ? std::string("request body larger than max_body_bytes")
                                           : "malformed request body: " + pec.message();
           co_return co_await refuse(status, status == 413 ? "body_too_large" : "bad_request", std::move(why));
         }
-        auto e = co_await forward_pieces(up_, req.pieces(), req.chunked());
+        auto e = co_await forward_pieces(up(), req.pieces(), req.chunked());
         in_.consume(n);
         if (e) co_return co_await upstream_failed(502, "sending the request body to the upstream failed: " + e.message());
         if (!pec && n > 0) continue;
@@ -519,7 +514,7 @@ class HttpSession {
       deadline_.arm(ms(limits().idle_timeout_ms), "request body timeout");
       auto [rec, rn] = co_await down_.read_some(asio::buffer(in_.space(), std::min(in_.space_size(), io_chunk * 4)));
       if (rec || rn == 0) {
-        up_.close();
+        up().close();
         rq_->record.outcome = "error";
         rq_->record.reason = "client closed the connection during the request body";
         if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "body"}}));
@@ -531,7 +526,7 @@ class HttpSession {
     }
     if (req.chunked() && !buffered) {
       static constexpr std::string_view last = "0\r\n\r\n";
-      if (auto e = co_await up_.write_all(asio::buffer(last)))
+      if (auto e = co_await up().write_all(asio::buffer(last)))
         co_return co_await upstream_failed(502, "sending the request body to the upstream failed: " + e.message());
     }
     co_return co_await relay_response(req, upgrade);
@@ -566,25 +561,25 @@ class HttpSession {
       if (limits().upstream_timeout_ms) deadline_.arm(ms(limits().upstream_timeout_ms), "upstream timeout");
       else deadline_.disarm();
       while (!resp.is_header_done()) {
-        if (!upbuf_.empty()) {
+        if (!upbuf().empty()) {
           error_code pec;
-          std::size_t n = resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
-          upbuf_.consume(n);
+          std::size_t n = resp.put(asio::buffer(upbuf().data().data(), upbuf().size()), pec);
+          upbuf().consume(n);
           if (pec && pec != boost::beast::http::error::need_more)
             co_return co_await upstream_failed(502, "malformed upstream response: " + pec.message());
           if (resp.is_header_done()) break;
         }
-        if (upbuf_.space_size() == 0) co_return co_await upstream_failed(502, "upstream response head too large");
-        auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), upbuf_.space_size()));
-        if ((rec || rn == 0) && !deadline_.expired() && reused_upstream_ && retry_request_ && upbuf_.empty()) {
+        if (upbuf().space_size() == 0) co_return co_await upstream_failed(502, "upstream response head too large");
+        auto [rec, rn] = co_await up().read_some(asio::buffer(upbuf().space(), upbuf().space_size()));
+        if ((rec || rn == 0) && !deadline_.expired() && side().reused && side().retry_request && upbuf().empty()) {
           // Not one byte of a response on a kept-alive connection: the upstream had closed it.
           // Send the request again, once, on a new connection.
-          const std::string* again = std::exchange(retry_request_, nullptr);
-          up_.close();
+          const std::string* again = std::exchange(side().retry_request, nullptr);
+          up().close();
           spdlog::debug("listener '{}': kept-alive upstream connection was closed; sending the request again", listener_);
           if (!co_await ensure_upstream()) co_return false;
           if (limits().upstream_timeout_ms) deadline_.arm(ms(limits().upstream_timeout_ms), "upstream timeout");
-          if (auto e = co_await up_.write_all(asio::buffer(*again)))
+          if (auto e = co_await up().write_all(asio::buffer(*again)))
             co_return co_await upstream_failed(502, "writing the request to the upstream failed: " + e.message());
           continue;
         }
@@ -596,10 +591,10 @@ class HttpSession {
           if (rec) why += ": " + rec.message();
           co_return co_await upstream_failed(502, std::move(why));
         }
-        upbuf_.commit(rn);
-        retry_request_ = nullptr;  // the upstream answered: never send this request twice
+        upbuf().commit(rn);
+        side().retry_request = nullptr;  // the upstream answered: never send this request twice
       }
-      retry_request_ = nullptr;
+      side().retry_request = nullptr;
       rq_->record.status = resp.status;
       bool informational = resp.status >= 100 && resp.status < 200;
       if (informational && resp.status != 101) {
@@ -629,9 +624,9 @@ class HttpSession {
 
     // A Content-Length body that has already arrived whole leaves with the head: one TLS record
     // and one write instead of two.
-    const bool body_with_head = !switching && !no_body && !chunked && length && *length > 0 && upbuf_.size() >= *length;
+    const bool body_with_head = !switching && !no_body && !chunked && length && *length > 0 && upbuf().size() >= *length;
     std::string h;
-    h.reserve(512 + (body_with_head ? upbuf_.size() : 0));
+    h.reserve(512 + (body_with_head ? upbuf().size() : 0));
     h += "HTTP/1.1 ";
     h += std::to_string(resp.status);
     h += ' ';
@@ -656,17 +651,17 @@ class HttpSession {
       resp.eager(true);
       error_code pec;
       resp.pieces().clear();
-      std::size_t n = resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
+      std::size_t n = resp.put(asio::buffer(upbuf().data().data(), upbuf().size()), pec);
       if (pec && pec != boost::beast::http::error::need_more) {
         complete = false;
       } else {
         for (auto p : resp.pieces()) h.append(p);
-        upbuf_.consume(n);
+        upbuf().consume(n);
       }
     }
     deadline_.arm(ms(limits().idle_timeout_ms), "client write timeout");
     if (auto e = co_await down_.write_all(asio::buffer(h))) {
-      up_.close();
+      up().close();
       co_return fail_client(e);
     }
     rq_->bytes_out += h.size();
@@ -675,20 +670,20 @@ class HttpSession {
       // 101: the connection now carries another protocol (WebSocket, SPDY, Docker's raw
       // stream). Bytes already read on either side go first, then a raw relay.
       deadline_.disarm();
-      if (!upbuf_.empty()) {
-        co_await down_.write_all(asio::buffer(upbuf_.data().data(), upbuf_.size()));
-        rq_->bytes_out += upbuf_.size();
-        upbuf_.consume(upbuf_.size());
+      if (!upbuf().empty()) {
+        co_await down_.write_all(asio::buffer(upbuf().data().data(), upbuf().size()));
+        rq_->bytes_out += upbuf().size();
+        upbuf().consume(upbuf().size());
       }
       if (!in_.empty()) {
-        co_await up_.write_all(asio::buffer(in_.data().data(), in_.size()));
+        co_await up().write_all(asio::buffer(in_.data().data(), in_.size()));
         in_.consume(in_.size());
       }
       rq_->record.status = 101;
-      auto [a, b] = co_await relay(down_, up_, limits().idle_timeout_ms);
+      auto [a, b] = co_await relay(down_, up(), limits().idle_timeout_ms);
       rq_->bytes_in += a;
       rq_->bytes_out += b;
-      up_.close();
+      up().close();
       finish_record();
       co_return false;
     }
@@ -697,10 +692,10 @@ class HttpSession {
       resp.eager(true);
       deadline_.disarm();
       while (complete && !resp.is_done()) {
-        if (!upbuf_.empty()) {
+        if (!upbuf().empty()) {
           error_code pec;
           resp.pieces().clear();
-          std::size_t n = resp.put(asio::buffer(upbuf_.data().data(), upbuf_.size()), pec);
+          std::size_t n = resp.put(asio::buffer(upbuf().data().data(), upbuf().size()), pec);
           if (pec && pec != boost::beast::http::error::need_more) {
             complete = false;
             break;
@@ -708,20 +703,20 @@ class HttpSession {
           deadline_.arm(ms(limits().idle_timeout_ms), "client write timeout");
           auto e = co_await forward_pieces(down_, resp.pieces(), downstream_chunked);
           for (auto p : resp.pieces()) rq_->bytes_out += p.size();
-          upbuf_.consume(n);
+          upbuf().consume(n);
           if (e) {
-            up_.close();
+            up().close();
             co_return fail_client(e);
           }
           if (!pec && n > 0) continue;
         }
-        if (upbuf_.space_size() == 0) {
+        if (upbuf().space_size() == 0) {
           complete = false;
           break;
         }
         // Streamed responses (watches, logs -f) may be quiet for long: no deadline here.
         deadline_.disarm();
-        auto [rec, rn] = co_await up_.read_some(asio::buffer(upbuf_.space(), std::min(upbuf_.space_size(), io_chunk * 4)));
+        auto [rec, rn] = co_await up().read_some(asio::buffer(upbuf().space(), std::min(upbuf().space_size(), io_chunk * 4)));
         if (rec || rn == 0) {
           if (close_delimited) {
             error_code fec;
@@ -731,16 +726,16 @@ class HttpSession {
           complete = false;  // the upstream died mid-response: the client sees it truncated
           break;
         }
-        upbuf_.commit(rn);
+        upbuf().commit(rn);
       }
       if (complete && downstream_chunked) {
         static constexpr std::string_view last = "0\r\n\r\n";
         co_await down_.write_all(asio::buffer(last));
       }
     }
-    upstream_reusable_ = complete && resp.keep_alive() && !close_delimited && upbuf_.empty();
-    upbuf_.release_if_empty();  // idle keep-alive connections hold no response buffer
-    if (!upstream_reusable_) up_.close();
+    side().reusable = complete && resp.keep_alive() && !close_delimited && upbuf().empty();
+    upbuf().release_if_empty();  // idle keep-alive connections hold no response buffer
+    if (!side().reusable) up().close();
     if (!complete) {
       rq_->record.outcome = "error";
       rq_->record.reason = "upstream response ended early; the client's response is truncated";
@@ -777,17 +772,17 @@ class HttpSession {
   // asked for (what a request smuggled past us would produce), it is not used again. A watch
   // on the socket would cost a syscall too with asio 1.81 (a speculative recv, or an epoll_ctl).
   net::awaitable<bool> ensure_upstream() {
-    reused_upstream_ = false;
+    side().reused = false;
     std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
-    if (up_.is_open() && up_key_ == key && !up_.peer_closed_or_sent()) {
-      reused_upstream_ = true;
+    if (up().is_open() && side().key == key && !up().peer_closed_or_sent()) {
+      side().reused = true;
       co_return true;
     }
     release_upstream(false);
     if (auto pooled = w_.pool.take(key)) {
-      up_ = std::move(*pooled);
-      up_key_ = key;
-      reused_upstream_ = true;
+      up() = std::move(*pooled);
+      side().key = key;
+      side().reused = true;
       co_return true;
     }
     auto c = co_await connect_upstream(*lrt_->upstream, ms(limits().connect_timeout_ms));
@@ -796,34 +791,36 @@ class HttpSession {
       co_await upstream_failed(c.timed_out ? 504 : 502, c.error);
       co_return false;
     }
-    up_ = std::move(c.stream);
-    up_key_ = key;
-    upstream_address_ = c.address;
+    up() = std::move(c.stream);
+    side().key = key;
+    side().address = c.address;
     co_return true;
   }
 
   void release_upstream(bool) {
-    if (up_.is_open() && upstream_reusable_ && upbuf_.empty()) w_.pool.give(up_key_, std::move(up_));
-    else up_.close();
-    up_ = net::Stream();
-    upstream_reusable_ = false;
+    if (!side_) return;
+    auto& u = *side_;
+    if (u.conn.is_open() && u.reusable && u.buf.empty()) w_.pool.give(u.key, std::move(u.conn));
+    else u.conn.close();
+    u.conn = net::Stream();
+    u.reusable = false;
   }
 
   net::awaitable<bool> upstream_failed(int status, std::string reason) {
     w_.metrics.add(observe::Metric::upstream_failures_total, observe::labels({{"listener", listener_}, {"reason", status == 504 ? "timeout" : "unavailable"}}));
-    up_.close();
-    upstream_reusable_ = false;
-    upbuf_.consume(upbuf_.size());
+    up().close();
+    side().reusable = false;
+    upbuf().consume(upbuf().size());
     co_return co_await refuse(status, status == 504 ? "upstream_timeout" : "upstream_unavailable", std::move(reason));
   }
 
   void reset_record() {
-    retry_request_ = nullptr;
+    if (side_) side_->retry_request = nullptr;
     rq_->record = observe::AccessRecord{};
     rq_->reason_holder.clear();
     rq_->bytes_in = rq_->bytes_out = 0;
     rq_->start = std::chrono::steady_clock::now();
-    upstream_reusable_ = false;
+    if (side_) side_->reusable = false;
   }
 
   void finish_record() {
@@ -836,7 +833,8 @@ class HttpSession {
     rq_->record.source_ip = source_ip_;
     rq_->record.source_port = source_port_;
     if (!rq_->record.peer) rq_->record.peer = peer_.get();  // kubernetes: a TokenReview identity
-    rq_->record.upstream = upstream_address_.empty() ? std::string_view(lrt_->upstream->cfg.address_text) : upstream_address_;
+    rq_->record.upstream = side_ && !side_->address.empty() ? std::string_view(side_->address)
+                                                             : std::string_view(lrt_->upstream->cfg.address_text);
     rq_->record.bytes_in = rq_->bytes_in;
     rq_->record.bytes_out = rq_->bytes_out;
     rq_->record.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - rq_->start);
@@ -889,20 +887,34 @@ class HttpSession {
   std::string listener_;
   std::shared_ptr<const Snapshot> snap_;
   const ListenerRuntime* lrt_;
-  net::Buffer in_, upbuf_;
-  net::Stream down_, up_;
+  net::Buffer in_;
+  net::Stream down_;
   IdleConnection idle_link_{down_};
   net::TlsSocket* tls_ = nullptr;
   net::Deadline deadline_;
   std::shared_ptr<const certs::Identity> peer_;
   std::string source_ip_;
   std::uint16_t source_port_ = 0;
-  std::string up_key_, upstream_address_;
-  bool upstream_reusable_ = false;
-  bool reused_upstream_ = false;
-  const std::string* retry_request_ = nullptr;  // the request bytes, while sending them again is allowed
   bool connection_error_ = false;
-  std::string xfcc_;
+  // The upstream side, made by the first request: a connection that never sends one (held open
+  // after its handshake) carries none of it.
+  struct UpstreamSide {
+    explicit UpstreamSide(std::size_t buffer) : buf(buffer) {}
+    net::Buffer buf;
+    net::Stream conn;
+    std::string key, address;
+    bool reusable = false;
+    bool reused = false;
+    const std::string* retry_request = nullptr;  // the request bytes, while sending them again is allowed
+    std::string xfcc;
+  };
+  std::unique_ptr<UpstreamSide> side_;
+  UpstreamSide& side() {
+    if (!side_) side_ = std::make_unique<UpstreamSide>(std::max<std::size_t>(limits().header_bytes + 1, io_chunk));
+    return *side_;
+  }
+  net::Stream& up() { return side().conn; }
+  net::Buffer& upbuf() { return side().buf; }
   // What one request needs until it is logged: it lives in serve_one()'s frame, so an idle
   // connection does not carry it.
   struct RequestState {
