@@ -909,8 +909,9 @@ class HttpSession {
     std::string xfcc;
   };
   std::unique_ptr<UpstreamSide> side_;
-  UpstreamSide& side() {
-    if (!side_) side_ = std::make_unique<UpstreamSide>(std::max<std::size_t>(limits().header_bytes + 1, io_chunk));
+  UpstreamSide& side() { return side_ ? *side_ : make_side(); }
+  [[gnu::noinline]] UpstreamSide& make_side() {
+    side_ = std::make_unique<UpstreamSide>(std::max<std::size_t>(limits().header_bytes + 1, io_chunk));
     return *side_;
   }
   net::Stream& up() { return side().conn; }
