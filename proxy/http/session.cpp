@@ -262,8 +262,11 @@ class HttpSession {
   // ended cleanly before a request, or -status when the head must be refused.
   net::awaitable<long> read_head() {
     std::size_t scanned = 0;
-    // park() waited for the first byte: from here the head has header_timeout_ms to arrive.
-    deadline_.arm(ms(limits().header_timeout_ms), "header timeout");
+    // The head has header_timeout_ms from its first byte. park() woke us for readability, which a
+    // TLS record with no request byte in it (a TLS 1.3 KeyUpdate) also gives: until a byte
+    // arrives the connection is still idle.
+    if (in_.empty()) deadline_.arm(ms(limits().idle_timeout_ms), "idle timeout");
+    else deadline_.arm(ms(limits().header_timeout_ms), "header timeout");
     for (;;) {
       auto d = in_.data();
       for (std::size_t i = d.find('\n', scanned); i != std::string_view::npos; i = d.find('\n', i + 1)) {
@@ -279,6 +282,7 @@ class HttpSession {
         if (in_.empty()) co_return 0;
         co_return deadline_.expired() ? -408 : 0;
       }
+      if (in_.empty()) deadline_.arm(ms(limits().header_timeout_ms), "header timeout");
       in_.commit(n);
       rq_->bytes_in += n;
     }

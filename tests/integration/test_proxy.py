@@ -351,6 +351,43 @@ def test_idle_keepalive_connection_is_closed_at_the_idle_timeout_and_a_busy_one_
     p.stop()
 
 
+def test_a_key_update_from_an_idle_client_does_not_start_the_header_timeout(env):
+    # A TLS 1.3 KeyUpdate wakes an idle connection but carries no request byte: the connection
+    # stays under idle_timeout_ms (4 s here), not header_timeout_ms (1 s), which starts with the
+    # first byte of a request. openssl s_client sends one for the command "k".
+    d, pki, up = env
+    cfg = http_config(pki, up.address).replace(
+        "    policy: inbound\n", "    policy: inbound\n    limits: { header_timeout_ms: 1000, idle_timeout_ms: 4000 }\n", 1)
+    p = Proxy(cfg, d)
+    crt, key = pki.client("alice")
+    c = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{p.port('inbound')}", "-servername", "localhost",
+                          "-CAfile", pki.ca.ca_path, "-cert", crt, "-key", key, "-tls1_3"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)  # handshake done
+        c.stdin.write(b"k\n")
+        c.stdin.flush()
+        woke = time.time()
+        time.sleep(2.5)  # well past the header timeout
+        assert c.poll() is None, "the connection was closed at the header timeout after a KeyUpdate"
+        # Still usable: a request is answered on it.
+        c.stdin.write(b"GET /after-key-update HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.stdin.flush()
+        deadline = time.time() + 5
+        while "/after-key-update" not in up.paths() and time.time() < deadline:
+            time.sleep(0.05)
+        assert "/after-key-update" in up.paths()
+        # And idle again after it, the idle timeout closes it (s_client exits on the close).
+        c.wait(10)
+        assert time.time() - woke < 10
+    finally:
+        if c.poll() is None:
+            c.kill()
+        out = c.stdout.read().decode(errors="replace")
+    assert "KEYUPDATE" in out, out[-2000:]
+    p.stop()
+
+
 def test_sigterm_closes_idle_connections_at_once_and_exits(env):
     d, pki, up = env
     p = Proxy(http_config(pki, up.address), d)
