@@ -386,35 +386,10 @@ X509* verified_peer_certificate(const SSL* ssl) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   return cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK ? cert : nullptr;
 }
-}  // namespace
 
-std::optional<Identity> peer_identity(const SSL* ssl) {
-  X509* cert = verified_peer_certificate(ssl);
-  if (cert == nullptr) return std::nullopt;
-  return identity_from_x509(cert);
-}
-
-std::shared_ptr<const Identity> PeerIdentityCache::lookup(const SSL* ssl) {
-  X509* cert = verified_peer_certificate(ssl);
-  if (cert == nullptr) return nullptr;
-  std::weak_ptr<const Identity>& slot = by_fingerprint_[detail::sha256_fingerprint(cert)];
-  if (auto shared = slot.lock()) return shared;
-  auto made = std::make_shared<const Identity>(identity_from_x509(cert));
-  slot = made;
-  // Entries whose connections have all ended are dropped now and then, so the map follows the
-  // certificates in use, not every certificate ever seen.
-  if (++inserts_since_sweep_ >= 1024 && by_fingerprint_.size() >= 1024) {
-    std::erase_if(by_fingerprint_, [](const auto& entry) { return entry.second.expired(); });
-    inserts_since_sweep_ = 0;
-  }
-  return made;
-}
-
-Identity identity_from_x509(X509* cert) {
+// identity_from_x509() for a certificate whose fingerprint the caller has already computed.
+Identity identity_with_fingerprint(X509* cert, std::string fingerprint) {
   Identity identity;
-  if (cert == nullptr) {
-    return identity;
-  }
   const X509_NAME* subject = X509_get_subject_name(cert);
   const int entries = subject != nullptr ? X509_NAME_entry_count(subject) : 0;
   for (int i = 0; i < entries; ++i) {
@@ -436,9 +411,40 @@ Identity identity_from_x509(X509* cert) {
   }
   read_subject_alt_names(cert, identity);
 
-  identity.fingerprint_sha256 = detail::sha256_fingerprint(cert);
+  identity.fingerprint_sha256 = std::move(fingerprint);
   ERR_clear_error();
   return identity;
+}
+}  // namespace
+
+std::optional<Identity> peer_identity(const SSL* ssl) {
+  X509* cert = verified_peer_certificate(ssl);
+  if (cert == nullptr) return std::nullopt;
+  return identity_from_x509(cert);
+}
+
+std::shared_ptr<const Identity> PeerIdentityCache::lookup(const SSL* ssl) {
+  X509* cert = verified_peer_certificate(ssl);
+  if (cert == nullptr) return nullptr;
+  std::string fingerprint = detail::sha256_fingerprint(cert);
+  std::weak_ptr<const Identity>& slot = by_fingerprint_[fingerprint];
+  if (auto shared = slot.lock()) return shared;
+  auto made = std::make_shared<const Identity>(identity_with_fingerprint(cert, std::move(fingerprint)));
+  slot = made;
+  // Entries whose connections have all ended are dropped now and then, so the map follows the
+  // certificates in use, not every certificate ever seen.
+  if (++inserts_since_sweep_ >= 1024 && by_fingerprint_.size() >= 1024) {
+    std::erase_if(by_fingerprint_, [](const auto& entry) { return entry.second.expired(); });
+    inserts_since_sweep_ = 0;
+  }
+  return made;
+}
+
+Identity identity_from_x509(X509* cert) {
+  if (cert == nullptr) {
+    return Identity{};
+  }
+  return identity_with_fingerprint(cert, detail::sha256_fingerprint(cert));
 }
 
 bool expect_server_name(SSL* ssl, const std::string& server_name) noexcept {
