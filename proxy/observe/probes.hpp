@@ -11,8 +11,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-
-#include "proxy/net/stream.hpp"
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -23,6 +21,7 @@
 #include <vector>
 
 #include "proxy/config.hpp"
+#include "proxy/net/stream.hpp"
 
 namespace portcullis::observe {
 
