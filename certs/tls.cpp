@@ -186,6 +186,21 @@ void build_chain_once(SSL_CTX* ctx) {
   // On failure (only allocation or the security level can fail it) the per-handshake build stays on.
   if (SSL_CTX_build_cert_chain(ctx, SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR | SSL_BUILD_CHAIN_FLAG_CLEAR_ERROR) > 0) {
     SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
+    // The built chain belongs to the certificate, and SSL_new copies a certificate's chain (a
+    // stack of 64 bytes or more) into every connection. Sent from the context's extra chain
+    // certificates instead, the same certificates go out in the same order and nothing is copied.
+    STACK_OF(X509)* built = nullptr;
+    if (SSL_CTX_get0_chain_certs(ctx, &built) == 1 && built != nullptr) {
+      bool moved = true;
+      for (int i = 0; i < sk_X509_num(built) && moved; ++i) {
+        X509* cert = sk_X509_value(built, i);
+        X509_up_ref(cert);
+        moved = SSL_CTX_add_extra_chain_cert(ctx, cert) == 1;  // takes the reference on success
+        if (!moved) X509_free(cert);
+      }
+      if (moved) SSL_CTX_clear_chain_certs(ctx);
+      else SSL_CTX_clear_extra_chain_certs(ctx);  // keep the certificate's own chain, sent as before
+    }
   }
   ERR_clear_error();
 }

@@ -191,6 +191,37 @@ TEST_CASE("mutual TLS: the server learns the client's identity", "[tls]") {
   CHECK(SSL_version(done.server.get()) == TLS1_3_VERSION);
 }
 
+TEST_CASE("both sides send their certificate with the CA it chains to, built once per context", "[tls]") {
+  Pki pki;
+  auto server = make_server_context(pki.server, ClientCertMode::required, http11);
+  auto client = make_client_context(pki.client, http11);
+  Handshake done = handshake(client.get(), server.get(), nullptr, "catalog.shop.svc");
+  REQUIRE(done.ok);
+  X509* ca = load_certificate(pki.server.ca);
+  REQUIRE(ca != nullptr);
+  // The client's view holds the server's leaf, then the CA; the server's view holds the chain
+  // after the client's leaf (OpenSSL's server side leaves the leaf out).
+  STACK_OF(X509)* from_server = SSL_get_peer_cert_chain(done.client.get());
+  REQUIRE(sk_X509_num(from_server) == 2);
+  CHECK(X509_cmp(sk_X509_value(from_server, 1), ca) == 0);
+  STACK_OF(X509)* from_client = SSL_get_peer_cert_chain(done.server.get());
+  REQUIRE(sk_X509_num(from_client) == 1);
+  CHECK(X509_cmp(sk_X509_value(from_client, 0), ca) == 0);
+  X509_free(ca);
+  // The chain is the context's, not the certificate's: SSL_new copies a certificate's chain into
+  // every connection, and this one is shared instead.
+  for (SSL* ssl : {done.server.get(), done.client.get()}) {
+    STACK_OF(X509)* own = nullptr;
+    REQUIRE(SSL_get0_chain_certs(ssl, &own) == 1);
+    CHECK(sk_X509_num(own) <= 0);  // none at all (-1) or empty
+  }
+  for (SSL_CTX* ctx : {server.get(), client.get()}) {
+    STACK_OF(X509)* extra = nullptr;
+    REQUIRE(SSL_CTX_get_extra_chain_certs_only(ctx, &extra) == 1);
+    CHECK(sk_X509_num(extra) == 1);
+  }
+}
+
 TEST_CASE("connections presenting the same certificate share one identity; others get their own", "[tls]") {
   Pki pki;
   auto server = make_server_context(pki.server, ClientCertMode::optional, http11);
