@@ -73,7 +73,8 @@ net::awaitable<UpstreamConnection> connect_tcp(const UpstreamRuntime& up, net::t
     out.stream = net::Stream(std::move(sock));
     co_return out;
   }
-  auto t = std::make_unique<net::TlsSocket>(std::move(sock), up.client_ctx.get(), false);
+  net::Stream stream(net::Stream::tls_over, std::move(sock), up.client_ctx.get(), false);
+  net::TlsSocket* t = stream.tls();
   SSL* ssl = t->ssl();
   if (up.cfg.kind == config::Upstream::Kind::tls) {
     const std::string& name = up.cfg.server_name.empty() ? up.cfg.host : up.cfg.server_name;
@@ -102,7 +103,7 @@ net::awaitable<UpstreamConnection> connect_tcp(const UpstreamRuntime& up, net::t
       co_return out;
     }
   }
-  out.stream = net::Stream(std::move(t));
+  out.stream = std::move(stream);
   co_return out;
 }
 

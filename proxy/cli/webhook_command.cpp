@@ -157,9 +157,9 @@ bhttp::response<bhttp::string_body> answer(const bhttp::request<bhttp::string_bo
 
 asio::awaitable<void> serve(net::tcp_socket socket, std::shared_ptr<SSL_CTX> ctx,
                             std::shared_ptr<const inject::Options> options) {
-  auto* tls = new net::TlsSocket(std::move(socket), ctx.get(), true);
-  net::Stream stream{std::unique_ptr<net::TlsSocket>(tls)};
-  net::Deadline deadline(tls->socket().get_executor(), [&stream] { stream.close(); });
+  net::Stream stream(net::Stream::tls_over, std::move(socket), ctx.get(), true);
+  net::TlsSocket* tls = stream.tls();
+  net::DeadlineWith deadline(tls->socket().get_executor(), [&stream] { stream.close(); });
   deadline.arm(std::chrono::seconds(10), "handshake timeout");
   const auto ec = co_await tls->handshake();
   if (ec) {

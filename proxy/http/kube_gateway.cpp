@@ -141,7 +141,7 @@ net::awaitable<std::string> token_review(const ListenerRuntime& listener, std::s
   auto c = co_await connect_upstream(up, std::chrono::milliseconds(listener.cfg.limits.connect_timeout_ms));
   if (c.ec) co_return "cannot connect to the apiserver for a TokenReview: " + c.error;
   net::Stream& s = c.stream;
-  net::Deadline deadline(co_await asio::this_coro::executor, [&s] { s.close(); });
+  net::DeadlineWith deadline(co_await asio::this_coro::executor, [&s] { s.close(); });
   deadline.arm(std::chrono::duration_cast<std::chrono::milliseconds>(review_timeout), "token review");
 
   json::object spec;

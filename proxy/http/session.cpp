@@ -130,11 +130,11 @@ class HttpSession {
   HttpSession(Worker& w, std::string listener, net::tcp_socket socket, ConnectionEnded ended)
       : w_(w),
         ended_(std::move(ended)),
-        listener_(std::move(listener)),
         snap_(w.snapshot),
-        lrt_(&snap_->listeners.at(listener_)),
+        lrt_(&snap_->listeners.at(listener)),
+        listener_(snap_->listeners.find(listener)->first),
         in_(std::max<std::size_t>(limits().header_bytes + 1, io_chunk)),
-        deadline_(socket.get_executor(), [this] { close_all(); }) {
+        deadline_(socket.get_executor(), [](void* self) { static_cast<HttpSession*>(self)->close_all(); }, this) {
     error_code ec;
     auto ep = socket.remote_endpoint(ec);
     if (!ec) {
@@ -143,8 +143,8 @@ class HttpSession {
     }
     socket.set_option(net::tcp::no_delay(true), ec);
     if (lrt_->server_ctx) {
-      tls_ = new net::TlsSocket(std::move(socket), lrt_->server_ctx.get(), true);
-      down_ = net::Stream(std::unique_ptr<net::TlsSocket>(tls_));
+      down_ = net::Stream(net::Stream::tls_over, std::move(socket), lrt_->server_ctx.get(), true);
+      tls_ = down_.tls();
     } else {
       down_ = net::Stream(std::move(socket));
     }
@@ -191,10 +191,11 @@ class HttpSession {
           if (!co_await s.serve_one()) break;
           // The listener may have been removed or changed by a reload: finish with it.
           if (s.w_.snapshot != s.snap_) {
-            auto it = s.w_.snapshot->listeners.find(s.listener_);
+            auto it = s.w_.snapshot->listeners.find(std::string(s.listener_));
             if (it == s.w_.snapshot->listeners.end()) break;
             s.snap_ = s.w_.snapshot;
             s.lrt_ = &it->second;
+            s.listener_ = it->first;
           }
         }
       }
@@ -888,9 +889,9 @@ class HttpSession {
 
   Worker& w_;
   ConnectionEnded ended_;
-  std::string listener_;
   std::shared_ptr<const Snapshot> snap_;
   const ListenerRuntime* lrt_;
+  std::string_view listener_;  // the name, kept by snap_
   net::Buffer in_;
   net::Stream down_;
   IdleConnection idle_link_{down_};

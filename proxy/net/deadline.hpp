@@ -16,7 +16,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/intrusive/set.hpp>
 #include <chrono>
-#include <functional>
 #include <stdexcept>
 
 #include "proxy/net/exact_allocator.hpp"
@@ -36,7 +35,9 @@ class Deadline : public boost::intrusive::set_base_hook<boost::intrusive::link_m
  public:
   using clock = std::chrono::steady_clock;
 
-  Deadline(const boost::asio::any_io_executor& ex, std::function<void()> on_expire);
+  // on_expire(context) closes what the owner waits on; context outlives the deadline. Two
+  // pointers instead of a std::function: 16 bytes fewer in every connection.
+  Deadline(const boost::asio::any_io_executor& ex, void (*on_expire)(void*), void* context);
   ~Deadline() { stop(); }
   Deadline(const Deadline&) = delete;
   Deadline& operator=(const Deadline&) = delete;
@@ -63,7 +64,8 @@ class Deadline : public boost::intrusive::set_base_hook<boost::intrusive::link_m
  private:
   friend class DeadlineService;
   DeadlineService* service_;
-  std::function<void()> on_expire_;
+  void (*on_expire_)(void*);
+  void* context_;
   clock::time_point due_ = clock::time_point::max();     // when it expires
   clock::time_point queued_ = clock::time_point::max();  // its key in the set (<= due_ while in it)
   const char* what_ = nullptr;
@@ -115,7 +117,7 @@ class DeadlineService : public boost::asio::io_context::service {
       }
       d.due_ = clock::time_point::max();
       d.expired_ = true;
-      d.on_expire_();  // closes sockets; pending operations complete later, with an error
+      d.on_expire_(d.context_);  // closes sockets; pending operations complete later, with an error
     }
     wake_at_ = clock::time_point::max();  // the wait that called us is over
     if (!set_.empty()) rearm(set_.begin()->queued_);
@@ -126,8 +128,19 @@ class DeadlineService : public boost::asio::io_context::service {
   Set set_;
 };
 
-inline Deadline::Deadline(const boost::asio::any_io_executor& ex, std::function<void()> on_expire)
-    : service_(&boost::asio::use_service<DeadlineService>(io_context_of(ex))), on_expire_(std::move(on_expire)) {}
+inline Deadline::Deadline(const boost::asio::any_io_executor& ex, void (*on_expire)(void*), void* context)
+    : service_(&boost::asio::use_service<DeadlineService>(io_context_of(ex))), on_expire_(on_expire), context_(context) {}
+
+// A Deadline that keeps its own callable (a lambda): for deadlines on a coroutine's frame.
+template <class F>
+class DeadlineWith : public Deadline {
+ public:
+  DeadlineWith(const boost::asio::any_io_executor& ex, F on_expire)
+      : Deadline(ex, [](void* self) { static_cast<DeadlineWith*>(self)->f_(); }, this), f_(std::move(on_expire)) {}
+
+ private:
+  F f_;
+};
 
 inline void Deadline::arm(std::chrono::milliseconds d) {
   what_ = nullptr;

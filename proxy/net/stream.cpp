@@ -40,6 +40,16 @@ TlsSocket::~TlsSocket() {
   if (ssl_) SSL_free(ssl_);
 }
 
+TlsSocket& TlsSocket::operator=(TlsSocket&& o) noexcept {
+  if (this != &o) {
+    if (ssl_) SSL_free(ssl_);
+    socket_ = std::move(o.socket_);
+    ssl_ = std::exchange(o.ssl_, nullptr);
+    sent_close_notify_ = o.sent_close_notify_;
+  }
+  return *this;
+}
+
 error_code TlsSocket::last_error(int ret) {
   int e = SSL_get_error(ssl_, ret);
   switch (e) {
@@ -168,14 +178,14 @@ bool Stream::is_open() const {
       [](const auto& s) -> bool {
         using T = std::decay_t<decltype(s)>;
         if constexpr (std::is_same_v<T, std::monostate>) return false;
-        else if constexpr (std::is_same_v<T, std::unique_ptr<TlsSocket>>) return s && s->socket().is_open();
+        else if constexpr (std::is_same_v<T, TlsSocket>) return s.socket().is_open();
         else return s.is_open();
       },
       v_);
 }
 
 awaitable<io_result> Stream::read_some(asio::mutable_buffer b) {
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) return (*t)->read_some(b);  // no frame of our own
+  if (auto* t = std::get_if<TlsSocket>(&v_)) return t->read_some(b);  // no frame of our own
   return read_plain(b);
 }
 
@@ -192,8 +202,8 @@ awaitable<io_result> Stream::read_plain(asio::mutable_buffer b) {
 }
 
 awaitable<error_code> Stream::write_all(asio::const_buffer b) {
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
-    auto [ec, n] = co_await (*t)->write_all(b);
+  if (auto* t = std::get_if<TlsSocket>(&v_)) {
+    auto [ec, n] = co_await t->write_all(b);
     co_return ec;
   }
   if (auto* s = std::get_if<tcp_socket>(&v_)) {
@@ -209,15 +219,15 @@ awaitable<error_code> Stream::write_all(asio::const_buffer b) {
 
 awaitable<void> Stream::shutdown_send() {
   error_code ignored;
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) co_await (*t)->shutdown_send();
+  if (auto* t = std::get_if<TlsSocket>(&v_)) co_await t->shutdown_send();
   else if (auto* s = std::get_if<tcp_socket>(&v_)) s->shutdown(tcp_socket::shutdown_send, ignored);
   else if (auto* u = std::get_if<unix_socket>(&v_)) u->shutdown(unix_socket::shutdown_send, ignored);
 }
 
 void Stream::close() {
   error_code ignored;
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
-    if (*t) (*t)->socket().close(ignored);
+  if (auto* t = std::get_if<TlsSocket>(&v_)) {
+    t->socket().close(ignored);
   } else if (auto* s = std::get_if<tcp_socket>(&v_)) {
     s->close(ignored);
   } else if (auto* u = std::get_if<unix_socket>(&v_)) {
@@ -226,21 +236,21 @@ void Stream::close() {
 }
 
 SSL* Stream::ssl() const {
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) return (*t)->ssl();
+  if (auto* t = std::get_if<TlsSocket>(&v_)) return t->ssl();
   return nullptr;
 }
 
 tcp_socket* Stream::tcp() {
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) return &(*t)->socket();
+  if (auto* t = std::get_if<TlsSocket>(&v_)) return &t->socket();
   if (auto* s = std::get_if<tcp_socket>(&v_)) return s;
   return nullptr;
 }
 
 bool Stream::peer_closed_or_sent() const {
   int fd = -1;
-  if (auto* t = std::get_if<std::unique_ptr<TlsSocket>>(&v_)) {
-    if ((*t)->has_buffered_data()) return true;
-    fd = static_cast<int>(const_cast<TlsSocket&>(**t).socket().native_handle());
+  if (auto* t = std::get_if<TlsSocket>(&v_)) {
+    if (t->has_buffered_data()) return true;
+    fd = static_cast<int>(const_cast<TlsSocket&>(*t).socket().native_handle());
   } else if (auto* s = std::get_if<tcp_socket>(&v_)) {
     fd = static_cast<int>(const_cast<tcp_socket&>(*s).native_handle());
   } else if (auto* u = std::get_if<unix_socket>(&v_)) {

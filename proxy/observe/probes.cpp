@@ -39,7 +39,7 @@ asio::awaitable<unsigned> send_probe(const AppProbe& p, SSL_CTX* client_ctx) {
   net::tcp_socket socket(net::io_context_of(ex));
   net::Stream stream;
   bool connected = false;
-  net::Deadline deadline(ex, [&] {
+  net::DeadlineWith deadline(ex, [&] {
     boost::system::error_code ignored;
     if (connected)
       stream.close();
@@ -55,8 +55,8 @@ asio::awaitable<unsigned> send_probe(const AppProbe& p, SSL_CTX* client_ctx) {
   connected = true;
   net::TlsSocket* tls = nullptr;
   if (p.https) {
-    tls = new net::TlsSocket(std::move(socket), client_ctx, false);
-    stream = net::Stream(std::unique_ptr<net::TlsSocket>(tls));
+    stream = net::Stream(net::Stream::tls_over, std::move(socket), client_ctx, false);
+    tls = stream.tls();
     // Results go to locals first: GCC 12 mishandles temporaries of a co_await inside a condition.
     const auto hec = co_await tls->handshake();
     if (hec) co_return 0;
@@ -87,7 +87,7 @@ asio::awaitable<unsigned> send_probe(const AppProbe& p, SSL_CTX* client_ctx) {
 asio::awaitable<void> serve(net::tcp_socket socket, std::shared_ptr<const std::map<std::string, AppProbe>> probes,
                             std::shared_ptr<SSL_CTX> client_ctx) {
   beast::flat_buffer buffer;
-  net::Deadline deadline(socket.get_executor(), [&socket] {
+  net::DeadlineWith deadline(socket.get_executor(), [&socket] {
     boost::system::error_code ignored;
     socket.close(ignored);
   });

@@ -43,7 +43,7 @@ net::awaitable<std::uint64_t> pump(net::Stream& from, net::Stream& to, net::Dead
 
 net::awaitable<std::pair<std::uint64_t, std::uint64_t>> relay(net::Stream& a, net::Stream& b, std::uint64_t idle_ms) {
   auto ex = co_await asio::this_coro::executor;
-  net::Deadline idle(ex, [&] {
+  net::DeadlineWith idle(ex, [&] {
     a.close();
     b.close();
   });
@@ -73,13 +73,13 @@ net::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp_socket 
   net::Stream down;
   net::TlsSocket* tls = nullptr;
   if (lrt.server_ctx) {
-    tls = new net::TlsSocket(std::move(socket), lrt.server_ctx.get(), true);
-    down = net::Stream(std::unique_ptr<net::TlsSocket>(tls));
+    down = net::Stream(net::Stream::tls_over, std::move(socket), lrt.server_ctx.get(), true);
+    tls = down.tls();
   } else {
     down = net::Stream(std::move(socket));
   }
   net::Stream up;
-  net::Deadline deadline(co_await asio::this_coro::executor, [&] {
+  net::DeadlineWith deadline(co_await asio::this_coro::executor, [&] {
     down.close();
     up.close();
   });

@@ -8,6 +8,7 @@
 #include <vector>
 
 using portcullis::net::Deadline;
+using portcullis::net::DeadlineWith;
 using namespace std::chrono_literals;
 
 namespace {
@@ -25,8 +26,8 @@ void run_until(boost::asio::io_context& ioc, Done done) {
 TEST_CASE("deadline: fires once, in deadline order, and reports what expired") {
   boost::asio::io_context ioc;
   std::vector<std::string> fired;
-  Deadline late(ioc.get_executor(), [&] { fired.push_back("late"); });
-  Deadline early(ioc.get_executor(), [&] { fired.push_back("early"); });
+  DeadlineWith late(ioc.get_executor(), [&] { fired.push_back("late"); });
+  DeadlineWith early(ioc.get_executor(), [&] { fired.push_back("early"); });
   late.arm(60ms, "late wait");
   early.arm(10ms, "early wait");
   run_until(ioc, [&] { return fired.size() == 2; });
@@ -41,9 +42,9 @@ TEST_CASE("deadline: fires once, in deadline order, and reports what expired") {
 TEST_CASE("deadline: moving it later postpones it; moving it earlier brings it forward") {
   boost::asio::io_context ioc;
   int later_fired = 0, earlier_fired = 0, other_fired = 0;
-  Deadline later(ioc.get_executor(), [&] { ++later_fired; });
-  Deadline earlier(ioc.get_executor(), [&] { ++earlier_fired; });
-  Deadline other(ioc.get_executor(), [&] { ++other_fired; });
+  DeadlineWith later(ioc.get_executor(), [&] { ++later_fired; });
+  DeadlineWith earlier(ioc.get_executor(), [&] { ++earlier_fired; });
+  DeadlineWith other(ioc.get_executor(), [&] { ++other_fired; });
   later.arm(10ms);
   later.arm(300ms);  // lazily recorded: its old place comes due first and must not fire it
   other.arm(150ms);
@@ -60,10 +61,10 @@ TEST_CASE("deadline: moving it later postpones it; moving it earlier brings it f
 TEST_CASE("deadline: disarm and stop keep it from firing; arm after expiry bounds the next wait") {
   boost::asio::io_context ioc;
   int disarmed = 0, stopped = 0, rearmed = 0, witness = 0;
-  Deadline d1(ioc.get_executor(), [&] { ++disarmed; });
-  Deadline d2(ioc.get_executor(), [&] { ++stopped; });
-  Deadline d3(ioc.get_executor(), [&] { ++rearmed; });
-  Deadline w(ioc.get_executor(), [&] { ++witness; });
+  DeadlineWith d1(ioc.get_executor(), [&] { ++disarmed; });
+  DeadlineWith d2(ioc.get_executor(), [&] { ++stopped; });
+  DeadlineWith d3(ioc.get_executor(), [&] { ++rearmed; });
+  DeadlineWith w(ioc.get_executor(), [&] { ++witness; });
   d1.arm(10ms);
   d1.disarm();
   d2.arm(10ms);
@@ -81,7 +82,7 @@ TEST_CASE("deadline: disarm and stop keep it from firing; arm after expiry bound
   CHECK(rearmed == 2);
   {
     // Destroyed while armed: leaves the set; the others still fire.
-    Deadline gone(ioc.get_executor(), [&] { FAIL("a destroyed deadline fired"); });
+    DeadlineWith gone(ioc.get_executor(), [&] { FAIL("a destroyed deadline fired"); });
     gone.arm(10ms);
   }
   w.arm(30ms);
@@ -93,7 +94,7 @@ TEST_CASE("deadline: an expiry may arm deadlines, its own included") {
   boost::asio::io_context ioc;
   int ticks = 0;
   Deadline* self = nullptr;
-  Deadline d(ioc.get_executor(), [&] {
+  DeadlineWith d(ioc.get_executor(), [&] {
     if (++ticks < 3) self->arm(5ms);
   });
   self = &d;
@@ -104,6 +105,6 @@ TEST_CASE("deadline: an expiry may arm deadlines, its own included") {
 
 TEST_CASE("deadline: an executor that is not an io_context's is refused clearly") {
   boost::asio::thread_pool pool(1);
-  CHECK_THROWS_WITH(Deadline(pool.get_executor(), [] {}), Catch::Contains("io_context"));
+  CHECK_THROWS_WITH(DeadlineWith(pool.get_executor(), [] {}), Catch::Contains("io_context"));
   pool.join();
 }
