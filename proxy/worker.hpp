@@ -26,7 +26,11 @@ using IdleList = boost::intrusive::list<IdleConnection, boost::intrusive::consta
 
 struct Worker {
   unsigned index = 0;
-  boost::asio::io_context ioc{1};
+  // One thread runs it, and every socket and timer of this worker is touched on that thread
+  // only: other threads post() to it (a reload, a handed-over connection, a drain, a metrics
+  // copy), and posting stays locked. So asio's per-socket reactor lock is off (UNSAFE_IO): two
+  // lock/unlock pairs fewer per socket operation (callgrind: about 6 per keep-alive request).
+  boost::asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::shared_ptr<const Snapshot> snapshot;  // replaced by a posted message on reload
   UpstreamPool pool;
   // Identities of verified client certificates, shared by the connections presenting the same one.
