@@ -488,7 +488,27 @@ void Server::handle_signal(int sig) {
         });
     for (auto& w : workers_) asio::post(w->ioc, [wp = w.get()] { wp->drain(); });
     ready_ = false;
+    drain_deadline_ = std::chrono::steady_clock::now() + options_.drain_timeout;
+    drain_tick_ = std::make_unique<asio::steady_timer>(main_ioc_);
+    poll_drain();
   }
+}
+
+// The end of the drain: every connection closed, or the drain deadline passed.
+void Server::poll_drain() {
+  drain_tick_->expires_after(std::chrono::milliseconds(50));
+  drain_tick_->async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    std::uint64_t active = 0;
+    for (auto& w : workers_) active += w->active.load();
+    if (active == 0 || std::chrono::steady_clock::now() >= drain_deadline_) {
+      if (active) spdlog::warn("drain timeout: closing {} connection(s)", active);
+      signals_->cancel();
+      main_ioc_.stop();
+      return;
+    }
+    poll_drain();
+  });
 }
 
 namespace {
@@ -530,29 +550,6 @@ int Server::run() {
   handlers->config_json = [this] { return observe::config_to_json(snapshot_->config); };
   admin_handlers_ = handlers;
   if (admin_) start_admin();
-  // Poll for the end of the drain (all connections closed, or the drain deadline).
-  asio::steady_timer tick(main_ioc_);
-  std::chrono::steady_clock::time_point drain_deadline{};
-  std::function<void()> poll;
-  poll = [&] {
-    tick.expires_after(std::chrono::milliseconds(50));
-    tick.async_wait([&](const boost::system::error_code&) {
-      if (stopping_) {
-        if (drain_deadline == std::chrono::steady_clock::time_point{})
-          drain_deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
-        std::uint64_t active = 0;
-        for (auto& w : workers_) active += w->active.load();
-        if (active == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
-          if (active) spdlog::warn("drain timeout: closing {} connection(s)", active);
-          signals_->cancel();
-          main_ioc_.stop();
-          return;
-        }
-      }
-      poll();
-    });
-  };
-  poll();
   main_ioc_.run();
   if (admin_) {
     boost::system::error_code ignored;

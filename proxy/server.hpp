@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "certs/file_watcher.hpp"
 #include "proxy/observe/admin.hpp"
@@ -61,6 +62,11 @@ class Server {
   boost::asio::io_context main_ioc_{1};
   std::unique_ptr<boost::asio::signal_set> signals_;
   bool stopping_ = false;
+  // From SIGTERM on: checks every 50 ms whether the drain is over (no timer before that, so an
+  // idle proxy's main thread sleeps).
+  std::unique_ptr<boost::asio::steady_timer> drain_tick_;
+  std::chrono::steady_clock::time_point drain_deadline_{};
+  void poll_drain();
   std::unique_ptr<certs::WatchThread> file_watch_;  // config + certificate files -> reload()
   std::unique_ptr<boost::asio::ip::tcp::acceptor> admin_;  // on main_ioc_; null if it could not bind
   std::string admin_address_;

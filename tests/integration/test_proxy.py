@@ -640,3 +640,28 @@ def test_a_response_nobody_asked_for_is_never_taken_for_the_next_one(env):
     assert [(c, path) for c, _, path, _ in up.seen] == [(1, "/a"), (2, "/b"), (3, "/p")], up.seen
     assert p.stop() == 0
     up.close()
+
+
+def _context_switches(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def test_an_idle_proxy_sleeps(env):
+    """With no traffic, no thread wakes up on a timer: a host running a proxy per pod pays nothing
+    for the idle ones. (The drain check used to tick every 50 ms from start-up on.)"""
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    rc, out, err = curl(*curl_mtls(pki), "-w", "%{http_code}", f"https://localhost:{p.port('inbound')}/x")
+    assert out.endswith(b"200")
+    time.sleep(1)  # the finished connection's last steps
+    before = _context_switches(p.proc.pid)
+    time.sleep(3)
+    woke = _context_switches(p.proc.pid) - before
+    assert woke <= 3, f"an idle proxy's threads woke {woke} times in 3 s"
+    p.stop()
