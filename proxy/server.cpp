@@ -46,7 +46,8 @@ bool firewall_reload_needed(const config::Config& current, const config::Config&
 }
 }
 
-struct Server::ListenerGroup {
+struct Server::ListenerGroup final : ConnectionOwner {
+  Server* server = nullptr;
   std::string name;
   std::string address;  // as bound: host:port
   config::Protocol protocol;
@@ -54,6 +55,11 @@ struct Server::ListenerGroup {
   std::shared_ptr<std::atomic<std::uint64_t>> active = std::make_shared<std::atomic<std::uint64_t>>(0);
   // acceptors[i] belongs to worker i and is only touched on its thread once running.
   std::vector<std::unique_ptr<net::tcp_acceptor>> acceptors;
+
+  void connection_ended(Worker& on) override {
+    on.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", name}}), -1);
+    server->connection_ended(on, *this);
+  }
 };
 
 Server::Server(std::shared_ptr<const Snapshot> snapshot, RunOptions options)
@@ -99,6 +105,7 @@ void Server::set_connection_cap(const config::Config& cfg) {
 
 std::shared_ptr<Server::ListenerGroup> Server::bind_listener(const ListenerRuntime& l) {
   auto g = std::make_shared<ListenerGroup>();
+  g->server = this;
   g->name = l.cfg.name;
   g->protocol = l.cfg.protocol;
   g->max_connections = l.cfg.limits.max_connections;
@@ -235,23 +242,22 @@ void Server::spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g
   const std::string listener_labels = observe::labels({{"listener", g->name}});
   w.metrics.add(observe::Metric::connections_total, listener_labels);
   w.metrics.add(observe::Metric::connections_active, listener_labels);
-  ConnectionEnded ended{[](void* server, Worker& on, void* group) {
-                          auto& lg = *static_cast<ListenerGroup*>(group);
-                          on.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", lg.name}}), -1);
-                          static_cast<Server*>(server)->connection_ended(on, lg);
-                        },
-                        this, g};
+  ConnectionEnded ended = g;
   if (g->protocol != config::Protocol::tcp) {
     serve_http(w, g->name, std::move(sock), std::move(ended));
     return;
   }
   asio::co_spawn(w.ioc, serve_tcp(w, g->name, std::move(sock)), [ended, &w](std::exception_ptr e) {
-    ended(w);
+    ended->connection_ended(w);
     if (e) {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
         spdlog::error("connection ended by an unexpected exception: {}", ex.what());
+      } catch (...) {
+        // Not from std::exception: rethrown out of this handler it would end the worker's
+        // io_context::run(), and with it the process (std::terminate).
+        spdlog::error("connection ended by an unexpected exception");
       }
     }
   });

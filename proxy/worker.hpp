@@ -53,16 +53,15 @@ struct Worker {
 // Entry points for one accepted connection (proxy/http/session.cpp, proxy/tcp/relay.cpp).
 // serve_http runs the connection on w's thread and calls `ended` when it is over (not when the
 // worker is torn down with the connection still open).
-// A function and its two arguments rather than a std::function: the server's callback captures
-// more than std::function keeps inline, and every connection would carry a heap block for it.
-struct ConnectionEnded {
-  void (*fn)(void* owner, Worker& w, void* group) = nullptr;
-  void* owner = nullptr;
-  std::shared_ptr<void> group;  // kept alive as long as the connection
-  void operator()(Worker& w) const {
-    if (fn) fn(owner, w, group.get());
-  }
+// The owner is the connection's listener group, kept alive by the connection: one 16-byte pointer
+// per connection instead of a callback and its arguments.
+struct ConnectionOwner {
+  virtual void connection_ended(Worker& w) = 0;
+
+ protected:
+  ~ConnectionOwner() = default;
 };
+using ConnectionEnded = std::shared_ptr<ConnectionOwner>;
 void serve_http(Worker& w, std::string listener, net::tcp_socket socket, ConnectionEnded ended);
 boost::asio::awaitable<void> serve_tcp(Worker& w, std::string listener, net::tcp_socket socket);
 

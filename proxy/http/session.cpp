@@ -132,7 +132,6 @@ class HttpSession {
         ended_(std::move(ended)),
         snap_(w.snapshot),
         lrt_(&snap_->listeners.at(listener)),
-        listener_(snap_->listeners.find(listener)->first),
         in_(std::max<std::size_t>(limits().header_bytes + 1, io_chunk)),
         deadline_(socket.get_executor(), [](void* self) { static_cast<HttpSession*>(self)->close_all(); }, this) {
     error_code ec;
@@ -144,7 +143,6 @@ class HttpSession {
     socket.set_option(net::tcp::no_delay(true), ec);
     if (lrt_->server_ctx) {
       down_ = net::Stream(net::Stream::tls_over, std::move(socket), lrt_->server_ctx.get(), true);
-      tls_ = down_.tls();
     } else {
       down_ = net::Stream(std::move(socket));
     }
@@ -182,7 +180,7 @@ class HttpSession {
         while (!s.w_.draining) {
           if (!readable && s.in_.empty()) {
             s.in_.release_if_empty();
-            if (!s.tls_ || !s.tls_->has_buffered_data()) {
+            if (!s.tls() || !s.tls()->has_buffered_data()) {
               park(std::move(self));
               co_return;
             }
@@ -191,11 +189,10 @@ class HttpSession {
           if (!co_await s.serve_one()) break;
           // The listener may have been removed or changed by a reload: finish with it.
           if (s.w_.snapshot != s.snap_) {
-            auto it = s.w_.snapshot->listeners.find(std::string(s.listener_));
+            auto it = s.w_.snapshot->listeners.find(s.lrt_->cfg.name);
             if (it == s.w_.snapshot->listeners.end()) break;
             s.snap_ = s.w_.snapshot;
             s.lrt_ = &it->second;
-            s.listener_ = it->first;
           }
         }
       }
@@ -210,7 +207,7 @@ class HttpSession {
       spdlog::error("connection ended by an unexpected exception");
     }
     s.down_.close();
-    s.ended_(s.w_);
+    s.ended_->connection_ended(s.w_);
   }
 
   // Idle between requests: waits for readability without reading, so no buffer is held, directly
@@ -230,23 +227,23 @@ class HttpSession {
 
   // False when the handshake failed (logged and counted here).
   net::awaitable<bool> handshake() {
-    if (!tls_) co_return true;
+    if (!tls()) co_return true;
     deadline_.arm(ms(limits().handshake_timeout_ms), "handshake timeout");
-    auto hec = co_await tls_->handshake();
-    w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", listener_}}));
+    auto hec = co_await tls()->handshake();
+    w_.metrics.add(observe::Metric::tls_handshakes_total, observe::labels({{"listener", listener()}}));
     if (hec) {
-      if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "handshake"}}));
+      if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener()}, {"phase", "handshake"}}));
       w_.metrics.add(observe::Metric::tls_handshake_failures_total,
-                     observe::labels({{"listener", listener_}, {"reason", observe::handshake_failure_reason(tls_->ssl(), hec, deadline_.expired())}}));
+                     observe::labels({{"listener", listener()}, {"reason", observe::handshake_failure_reason(tls()->ssl(), hec, deadline_.expired())}}));
       log_connection_error(deadline_.expired() ? "TLS handshake timed out" : "TLS handshake failed: " + handshake_reason(hec));
       co_return false;
     }
-    peer_ = w_.identities.lookup(tls_->ssl());  // shared with connections presenting the same certificate
+    peer_ = w_.identities.lookup(tls()->ssl());  // shared with connections presenting the same certificate
     co_return true;
   }
 
   std::string handshake_reason(const error_code& ec) {
-    long v = tls_ && tls_->ssl() ? SSL_get_verify_result(tls_->ssl()) : X509_V_OK;
+    long v = tls() && tls()->ssl() ? SSL_get_verify_result(tls()->ssl()) : X509_V_OK;
     if (v != X509_V_OK) return std::string("client certificate rejected: ") + X509_verify_cert_error_string(v);
     return ec.message();
   }
@@ -290,7 +287,7 @@ class HttpSession {
   }
 
   net::awaitable<bool> refuse(int status, std::string_view kind, std::string reason) {
-    observe::count_refusal(w_.metrics, listener_, status);
+    observe::count_refusal(w_.metrics, listener(), status);
     auto body = http::error_body(lrt_->cfg.protocol, status, kind, reason);
     auto resp = http::json_response(status, body, true);
     deadline_.arm(ms(limits().idle_timeout_ms), "write timeout");
@@ -305,7 +302,7 @@ class HttpSession {
 
   // A head the framing checks refuse: what two parsers could read differently is a smuggling attempt.
   net::awaitable<bool> refuse_framing(std::string reason) {
-    w_.metrics.add(observe::Metric::smuggling_attempts_total, observe::labels({{"listener", listener_}}));
+    w_.metrics.add(observe::Metric::smuggling_attempts_total, observe::labels({{"listener", listener()}}));
     co_return co_await refuse(400, "bad_request", std::move(reason));
   }
 
@@ -319,7 +316,7 @@ class HttpSession {
       int status = static_cast<int>(-head_len);
       if (status == 408) {
         // The deadline has closed the socket: there is no one left to send a 408 to.
-        w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "header"}}));
+        w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener()}, {"phase", "header"}}));
         log_connection_error("request head not complete within header_timeout_ms");
         co_return false;
       }
@@ -346,7 +343,7 @@ class HttpSession {
       // GCC 12 miscompiles a ?: that builds temporaries inside a co_await expression (it destroys
       // the branch it never built): every such message is built in a local first.
       std::string why = "malformed request head: ";
-      if (observe::is_framing_error(ec)) w_.metrics.add(observe::Metric::smuggling_attempts_total, observe::labels({{"listener", listener_}}));
+      if (observe::is_framing_error(ec)) w_.metrics.add(observe::Metric::smuggling_attempts_total, observe::labels({{"listener", listener()}}));
       why += ec ? ec.message() : std::string("incomplete");
       co_return co_await refuse(400, "bad_request", std::move(why));
     }
@@ -522,7 +519,7 @@ class HttpSession {
         up().close();
         rq_->record.outcome = "error";
         rq_->record.reason = "client closed the connection during the request body";
-        if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener_}, {"phase", "body"}}));
+        if (deadline_.expired()) w_.metrics.add(observe::Metric::slow_clients_total, observe::labels({{"listener", listener()}, {"phase", "body"}}));
         finish_record();
         co_return false;
       }
@@ -581,7 +578,7 @@ class HttpSession {
           // Send the request again, once, on a new connection.
           const std::string* again = std::exchange(side().retry_request, nullptr);
           up().close();
-          spdlog::debug("listener '{}': kept-alive upstream connection was closed; sending the request again", listener_);
+          spdlog::debug("listener '{}': kept-alive upstream connection was closed; sending the request again", listener());
           if (!co_await ensure_upstream()) co_return false;
           if (limits().upstream_timeout_ms) deadline_.arm(ms(limits().upstream_timeout_ms), "upstream timeout");
           if (auto e = co_await up().write_all(asio::buffer(*again)))
@@ -744,7 +741,7 @@ class HttpSession {
     if (!complete) {
       rq_->record.outcome = "error";
       rq_->record.reason = "upstream response ended early; the client's response is truncated";
-      w_.metrics.add(observe::Metric::upstream_failures_total, observe::labels({{"listener", listener_}, {"reason", "truncated"}}));
+      w_.metrics.add(observe::Metric::upstream_failures_total, observe::labels({{"listener", listener()}, {"reason", "truncated"}}));
       keep_client = false;
     }
     finish_record();
@@ -812,7 +809,7 @@ class HttpSession {
   }
 
   net::awaitable<bool> upstream_failed(int status, std::string reason) {
-    w_.metrics.add(observe::Metric::upstream_failures_total, observe::labels({{"listener", listener_}, {"reason", status == 504 ? "timeout" : "unavailable"}}));
+    w_.metrics.add(observe::Metric::upstream_failures_total, observe::labels({{"listener", listener()}, {"reason", status == 504 ? "timeout" : "unavailable"}}));
     up().close();
     side().reusable = false;
     upbuf().consume(upbuf().size());
@@ -834,7 +831,7 @@ class HttpSession {
     rq_->rule_holder = std::string(rq_->record.rule);
     rq_->record.reason = rq_->reason_holder;
     rq_->record.rule = rq_->rule_holder;
-    rq_->record.listener = listener_;
+    rq_->record.listener = listener();
     rq_->record.source_ip = source_ip_;
     rq_->record.source_port = source_port_;
     if (!rq_->record.peer) rq_->record.peer = peer_.get();  // kubernetes: a TokenReview identity
@@ -849,27 +846,27 @@ class HttpSession {
 
   // Per-worker counters for this request (only this worker's thread touches them).
   // The label sets are rendered once per connection and reused while they stay the same
-  // (a keep-alive client mostly repeats one rule and one status class).
+  // (a keep-alive client mostly repeats one rule and one status class): they are kept on the
+  // side the first request makes, with the upstream connection.
   void count_request() {
     std::string_view decision = rq_->record.outcome;
     if (decision == "audit-deny") decision = "audit_deny";
-    if (!labels_) labels_ = std::make_unique<Labels>();
-    auto& labels = *labels_;
+    auto& labels = side().labels;
     auto& rl = labels.request;
     if (rl.empty() || labels.rule != rq_->record.rule || labels.decision != decision || labels.policy != lrt_->cfg.policy) {
       labels.rule = rq_->record.rule;
       labels.decision = decision;
       labels.policy = lrt_->cfg.policy;
-      rl = observe::labels({{"listener", listener_}, {"policy", labels.policy}, {"rule", labels.rule}, {"decision", decision}});
+      rl = observe::labels({{"listener", listener()}, {"policy", labels.policy}, {"rule", labels.rule}, {"decision", decision}});
     }
     w_.metrics.add(observe::Metric::requests_total, rl);
     if (rq_->record.status >= 200 && rq_->record.status < 600) {
       static constexpr const char* classes[] = {"2xx", "3xx", "4xx", "5xx"};
       auto& cl = labels.status_class[rq_->record.status / 100 - 2];
-      if (cl.empty()) cl = observe::labels({{"listener", listener_}, {"class", classes[rq_->record.status / 100 - 2]}});
+      if (cl.empty()) cl = observe::labels({{"listener", listener()}, {"class", classes[rq_->record.status / 100 - 2]}});
       w_.metrics.add(observe::Metric::responses_total, cl);
     }
-    if (labels.listener.empty()) labels.listener = observe::labels({{"listener", listener_}});
+    if (labels.listener.empty()) labels.listener = observe::labels({{"listener", listener()}});
     w_.metrics.observe(observe::Metric::request_duration_seconds, labels.listener,
                        std::chrono::duration<double>(rq_->record.duration).count());
   }
@@ -891,18 +888,23 @@ class HttpSession {
   ConnectionEnded ended_;
   std::shared_ptr<const Snapshot> snap_;
   const ListenerRuntime* lrt_;
-  std::string_view listener_;  // the name, kept by snap_
+  const std::string& listener() const { return lrt_->cfg.name; }
   net::Buffer in_;
   net::Stream down_;
   IdleConnection idle_link_{down_};
-  net::TlsSocket* tls_ = nullptr;
+  net::TlsSocket* tls() { return down_.tls(); }  // null on a plaintext listener
   net::Deadline deadline_;
   std::shared_ptr<const certs::Identity> peer_;
   std::string source_ip_;
   std::uint16_t source_port_ = 0;
   bool connection_error_ = false;
-  // The upstream side, made by the first request: a connection that never sends one (held open
-  // after its handshake) carries none of it.
+  // Metric label sets, rendered once per connection and reused while they stay the same.
+  struct Labels {
+    std::string request, rule, decision, policy, listener;
+    std::string status_class[4];
+  };
+  // Made by the first request: a connection that never sends one (held open after its
+  // handshake) carries none of it. The upstream side, and the metric labels.
   struct UpstreamSide {
     explicit UpstreamSide(std::size_t buffer) : buf(buffer) {}
     net::Buffer buf;
@@ -912,6 +914,7 @@ class HttpSession {
     bool reused = false;
     const std::string* retry_request = nullptr;  // the request bytes, while sending them again is allowed
     std::string xfcc;
+    Labels labels;
   };
   std::unique_ptr<UpstreamSide> side_;
   UpstreamSide& side() { return side_ ? *side_ : make_side(); }
@@ -931,11 +934,6 @@ class HttpSession {
     std::chrono::steady_clock::time_point start;
   };
   RequestState* rq_ = nullptr;  // the request being served (set by serve_one and log_connection_error)
-  struct Labels {
-    std::string request, rule, decision, policy, listener;
-    std::string status_class[4];
-  };
-  std::unique_ptr<Labels> labels_;  // made by the first request: a connection that never sends one needs none
 };
 
 }  // namespace

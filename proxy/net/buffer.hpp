@@ -6,8 +6,10 @@
 // takes and releases its buffers on every request, and glibc's free() of a chunk of 64 KiB or
 // more also consolidates every small free chunk of the arena (malloc_consolidate), each time.
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -40,7 +42,11 @@ inline thread_local BufferCache buffer_cache;
 
 class Buffer {
  public:
-  explicit Buffer(std::size_t capacity) : capacity_(capacity) {}
+  // capacity is at most header_bytes + 1 (16 MiB + 1) or the relay chunk: offsets fit 32 bits,
+  // which keeps the buffer at 24 bytes in every connection instead of 32.
+  explicit Buffer(std::size_t capacity) : capacity_(static_cast<std::uint32_t>(capacity)) {
+    if (capacity > UINT32_MAX) throw std::length_error("net::Buffer capacity over 4 GiB");
+  }
   ~Buffer() { detail::buffer_cache.give(capacity_, std::move(data_)); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -62,7 +68,7 @@ class Buffer {
   std::size_t size() const { return end_ - begin_; }
   bool empty() const { return begin_ == end_; }
   void consume(std::size_t n) {
-    begin_ += n;
+    begin_ += static_cast<std::uint32_t>(n);
     if (begin_ == end_) begin_ = end_ = 0;
   }
   // Space to read into, after moving unread bytes to the front.
@@ -76,13 +82,13 @@ class Buffer {
     return data_.get() + end_;
   }
   std::size_t space_size() const { return capacity_ - end_ + begin_; }
-  void commit(std::size_t n) { end_ += n; }
+  void commit(std::size_t n) { end_ += static_cast<std::uint32_t>(n); }
   std::size_t capacity() const { return capacity_; }
 
  private:
   std::unique_ptr<char[]> data_;
-  std::size_t capacity_;
-  std::size_t begin_ = 0, end_ = 0;
+  std::uint32_t capacity_;
+  std::uint32_t begin_ = 0, end_ = 0;
 };
 
 }  // namespace portcullis::net
