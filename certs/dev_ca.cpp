@@ -58,7 +58,11 @@ constexpr mode_t certificate_mode = 0644;
 // Writes a temporary file beside `path` with the final mode, then renames it over `path`, so a
 // reader (or the proxy's file watcher) sees the old file or the new one, never half of one.
 void write_file_atomically(const fs::path& path, std::string_view contents, mode_t mode) {
-  std::string temporary = (path.parent_path() / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
+  // Built by appending: GCC 12 reports a false -Wrestrict on `"." + std::string&&`.
+  std::string name = ".";
+  name += path.filename().string();
+  name += ".tmp-XXXXXX";
+  std::string temporary = (path.parent_path() / name).string();
   const int fd = mkstemp(temporary.data());
   if (fd < 0) {
     fail("cannot write " + path.string() + ": " + std::strerror(errno));
@@ -538,8 +542,10 @@ std::string describe(const fs::path& pem_file) {
   std::string text;
   for (std::size_t i = 0; i < certs.size(); ++i) {
     if (certs.size() > 1) {
-      text += (i > 0 ? "\n" : "") + std::string("certificate ") + std::to_string(i + 1) + " of " +
-              std::to_string(certs.size()) + "\n";
+      // Appended piece by piece: GCC 12 reports a false -Wrestrict on `"..." + std::string&&`.
+      if (i > 0) text += '\n';
+      text += "certificate " + std::to_string(i + 1);
+      text += " of " + std::to_string(certs.size()) + '\n';
     }
     text += describe_one(certs[i].get(), now);
   }
