@@ -99,7 +99,7 @@ TEST_CASE("certs issue writes a verifiable leaf with the requested names and usa
   X509_free(cert);
 }
 
-TEST_CASE("without --client or --server a cert gets both usages; --docker adds the docker names", "[dev_ca]") {
+TEST_CASE("without --client or --server a cert gets both usages, and --docker adds the docker names", "[dev_ca]") {
   ScratchDir scratch;
   const fs::path ca = make_ca(scratch);
   IssueOptions options;

@@ -121,7 +121,7 @@ TEST_CASE("identity carries the SPIFFE ID, CN as user, every O as group, DNS SAN
   X509_free(cert);
 }
 
-TEST_CASE("a certificate with two SPIFFE IDs has none; another URI beside one SPIFFE ID is ignored", "[identity]") {
+TEST_CASE("a certificate with two SPIFFE IDs has none, and another URI beside one SPIFFE ID is ignored", "[identity]") {
   Pki pki;
   X509* cert = load_certificate(pki.client.cert);
   replace_subject_alt_names(cert, "URI:spiffe://cluster.local/a,URI:spiffe://cluster.local/b");
@@ -222,7 +222,7 @@ TEST_CASE("both sides send their certificate with the CA it chains to, built onc
   }
 }
 
-TEST_CASE("connections presenting the same certificate share one identity; others get their own", "[tls]") {
+TEST_CASE("connections presenting the same certificate share one identity, and others get their own", "[tls]") {
   Pki pki;
   auto server = make_server_context(pki.server, ClientCertMode::optional, http11);
   auto alice = make_client_context(pki.client, http11);
@@ -336,7 +336,7 @@ TEST_CASE("a client refuses a server certificate without serverAuth or with the 
   CHECK_FALSE(handshake(client.get(), proper.get(), nullptr, "billing.shop.svc").ok);
 }
 
-TEST_CASE("min_version 1.3 refuses a TLS 1.2 client; 1.2 gets only ECDHE AEAD suites", "[tls]") {
+TEST_CASE("min_version 1.3 refuses a TLS 1.2 client, and 1.2 gets only ECDHE AEAD suites", "[tls]") {
   Pki pki;
   BundleSpec strict = pki.server;
   strict.min_version = 13;

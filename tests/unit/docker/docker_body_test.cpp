@@ -242,7 +242,7 @@ TEST_CASE("service create with privileges, mounts, caps, sysctls, host network, 
   CHECK(a.low_host_ports.size() == 1);
 }
 
-TEST_CASE("service update is inspected like create; a spec without an image is invalid") {
+TEST_CASE("service update is inspected like create, and a spec without an image is invalid") {
   auto r = inspect("POST", "/services/abc/update", R"({"Name":"s","TaskTemplate":{"PluginSpec":{"Name":"p"}}})");
   REQUIRE_FALSE(r.refusal);
   CHECK(r.attrs.never_allowed.size() == 1);

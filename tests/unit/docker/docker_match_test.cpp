@@ -88,7 +88,7 @@ TEST_CASE("actions: names, families, *, and unknown") {
   CHECK_FALSE(judge(s, "GET", "/nope").allowed);
 }
 
-TEST_CASE("an official image runs; others, IDs and invalid names do not") {
+TEST_CASE("an official image runs, and others, IDs and invalid names do not") {
   CHECK(run(ops(), "{}").allowed);
   CHECK(run(ops(), "{}", "nginx:1.25").allowed);
   Result r = run(ops(), "{}", "evil/x");
@@ -171,7 +171,7 @@ TEST_CASE("each dangerous feature is denied unless allowed, with its name in the
   CHECK(r.failed[0] == "privileged containers are not allowed (add \"privileged\" to allow)");
 }
 
-TEST_CASE("harmless security options pass; unknown ones never do") {
+TEST_CASE("harmless security options pass, and unknown ones never do") {
   CHECK(run(ops(), R"({"SecurityOpt":["no-new-privileges","no-new-privileges:true","apparmor=docker-default",
                                       "label=level:s0:c100,c200","seccomp=builtin"]})")
             .allowed);
@@ -224,7 +224,7 @@ TEST_CASE("docker_refusal: what no rule can allow") {
   CHECK(docker_refusal(uninspected) == std::optional<std::string>("the request body was not inspected"));
 }
 
-TEST_CASE("service create with privileges is denied; volume create binding / is never allowed") {
+TEST_CASE("service create with privileges is denied, and volume create binding / is never allowed") {
   DockerSpec s = ops();
   s.actions = {"service.create", "volume.create"};
   Result r = judge(s, "POST", "/services/create", "",

@@ -161,7 +161,7 @@ TEST_CASE("the API version prefix is stripped as dockerd's router does") {
   CHECK(action("GET", "/v1.47") == "unknown");
 }
 
-TEST_CASE("{name} spans segments as mux's .* does; {id} does not") {
+TEST_CASE("{name} spans segments as mux's .* does, and {id} does not") {
   DockerAttributes a = resolve_docker("POST", "/images/ghcr.io/org/app/push", "tag=1");
   CHECK(a.action == "image.push");
   CHECK(a.object == "ghcr.io/org/app");

@@ -39,7 +39,7 @@ TEST_CASE("deadline: fires once, in deadline order, and reports what expired") {
   CHECK(fired.size() == 2);  // once each
 }
 
-TEST_CASE("deadline: moving it later postpones it; moving it earlier brings it forward") {
+TEST_CASE("deadline: moving it later postpones it, and moving it earlier brings it forward") {
   boost::asio::io_context ioc;
   int later_fired = 0, earlier_fired = 0, other_fired = 0;
   DeadlineWith later(ioc.get_executor(), [&] { ++later_fired; });
@@ -58,7 +58,7 @@ TEST_CASE("deadline: moving it later postpones it; moving it earlier brings it f
   CHECK(later_fired == 1);
 }
 
-TEST_CASE("deadline: disarm and stop keep it from firing; arm after expiry bounds the next wait") {
+TEST_CASE("deadline: disarm and stop keep it from firing, and arm after expiry bounds the next wait") {
   boost::asio::io_context ioc;
   int disarmed = 0, stopped = 0, rearmed = 0, witness = 0;
   DeadlineWith d1(ioc.get_executor(), [&] { ++disarmed; });

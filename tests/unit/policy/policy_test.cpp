@@ -140,7 +140,7 @@ TEST_CASE("from lists are OR: spiffe, users (CN) and groups (O), all exact") {
   CHECK(p->decide(req(&bob, "GET", "/x")).reason == "no rule allows GET /x for user bob (groups [dev, Ops])");
 }
 
-TEST_CASE("omitted from = any verified peer; any: true = everyone, even without a certificate") {
+TEST_CASE("omitted from = any verified peer, and any: true = everyone, even without a certificate") {
   RuleSpec verified = http_rule("verified", {}, {"GET"}, {"/v"});
   FromSpec anyone;
   anyone.any = true;
@@ -188,7 +188,7 @@ TEST_CASE("methods are exact and case-sensitive") {
   CHECK_FALSE(p->decide(req(&peer, "GETX", "/")).allowed());
 }
 
-TEST_CASE("empty lists mean any; a rule without http allows any request of its peers") {
+TEST_CASE("empty lists mean any, and a rule without http allows any request of its peers") {
   RuleSpec bare;
   bare.name = "alice-anything";
   bare.from.users = {"alice"};
@@ -394,7 +394,7 @@ TEST_CASE("a bad kubernetes rule is a compile error") {
   CHECK_THROWS_AS(compile({k}), CompileError);
 }
 
-TEST_CASE("docker rules delegate to the Docker matcher; Docker refusals bind every rule") {
+TEST_CASE("docker rules delegate to the Docker matcher, and Docker refusals bind every rule") {
   RuleSpec reads;
   reads.name = "ops-reads";
   reads.from.groups = {"ops"};
