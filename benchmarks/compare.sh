@@ -21,6 +21,11 @@
 #   PORTCULLIS_IGNORE_SIGPIPE=1  start portcullis with SIGPIPE ignored (a workaround while a
 #                         client that goes away mid-write can kill it; said in the output)
 #   BUILD_DIR [build-bench]  BENCH_PORT_BASE [27400]  KEEP=1 keeps the run directory
+#   LOADGEN [build it]    a portcullis-loadgen already built (nothing is built then)
+#   PEERS_DIR [benchmarks/peers]  the config templates of the upstream and the three proxies
+#   CROSSCHECK_REQUESTS [20000]  requests of each ab / loadgen cross-check run
+#   CHECK_ONLY=1          start each proxy, run the allowlist check, and stop there: exit 0
+#                         only if every proxy in PROXIES passed
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +42,8 @@ IDLE_ROUNDS=${IDLE_ROUNDS:-1}
 IDLE_HOLD=${IDLE_HOLD:-4}
 WORKERS=${WORKERS:-2}
 PROXIES=${PROXIES:-"portcullis haproxy nginx"}
+PEERS_DIR=${PEERS_DIR:-$here/peers}
+CROSSCHECK_REQUESTS=${CROSSCHECK_REQUESTS:-20000}
 BUILD_DIR=${BUILD_DIR:-$root/build-bench}
 base=${BENCH_PORT_BASE:-27400}
 upstream_port=$base
@@ -106,18 +113,20 @@ cpu_ticks() { sum_over_service "$1" stat '{print $14 + $15}'; }  # utime + stime
 render() {  # render TEMPLATE PORT UPSTREAM_PORT OUT
   sed -e "s#@RUN@#$run#g" -e "s#@CERTS@#$run/certs#g" -e "s#@PORT@#$2#g" \
       -e "s#@UPSTREAM_PORT@#$3#g" -e "s#@WORKERS@#$WORKERS#g" -e "s#@ADMIN_PORT@#$admin_port#g" \
-      "$here/peers/$1" > "$4"
+      "$PEERS_DIR/$1" > "$4"
 }
 
 # ---- build ----
 
-loadgen=$BUILD_DIR/portcullis-loadgen
+loadgen=${LOADGEN:-$BUILD_DIR/portcullis-loadgen}
 portcullis_bin=${PORTCULLIS_BIN:-$root/build/portcullis}
 configured=0
-if cmake -S "$root" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$run/configure.log" 2>&1; then
-  configured=1
-fi
-if [ $configured = 1 ] && cmake --build "$BUILD_DIR" --target portcullis-loadgen -j2 > "$run/build-loadgen.log" 2>&1; then
+configure() {
+  cmake -S "$root" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$run/configure.log" 2>&1 && configured=1
+}
+if [ -n "${LOADGEN:-}" ]; then
+  [ -x "$LOADGEN" ] || { echo "LOADGEN=$LOADGEN is not an executable" >&2; exit 2; }
+elif configure && cmake --build "$BUILD_DIR" --target portcullis-loadgen -j2 > "$run/build-loadgen.log" 2>&1; then
   :
 else
   # The tree may be mid-change elsewhere; the load generator needs nothing but its own files.
@@ -130,7 +139,7 @@ else
     "$here/loadgen.cpp" -o "$loadgen" -lboost_json -lssl -lcrypto -pthread
 fi
 if [ "${BUILD_PORTCULLIS:-0}" = 1 ] && [[ " $PROXIES " == *" portcullis "* ]]; then
-  if [ $configured = 1 ] && cmake --build "$BUILD_DIR" --target portcullis -j2 > "$run/build-portcullis.log" 2>&1; then
+  if { [ $configured = 1 ] || configure; } && cmake --build "$BUILD_DIR" --target portcullis -j2 > "$run/build-portcullis.log" 2>&1; then
     portcullis_bin=$BUILD_DIR/portcullis
   else
     log "portcullis does not build yet: $(grep -m1 -E 'error|Error' "$run/build-portcullis.log" "$run/configure.log" 2>/dev/null | cut -c1-200)"
@@ -238,8 +247,10 @@ check_allowlist() {  # check_allowlist NAME
     IFS='|' read -r want target args <<< "$c"
     # shellcheck disable=SC2086  # args is a word list on purpose
     lg "$f" "$target" --ca "$certs/ca.crt" "${tls_args[@]:2}" -c 1 -t 1 -n 1 $args
+    # status is {"CODE": COUNT} for the one request: its first three digits are the code.
     got=$(python3 "$here/bench_stats.py" get "$f" status | tr -dc '0-9')
-    if [ "${got:0:3}" != "$want" ]; then
+    got=${got:0:3}
+    if [ "$got" != "$want" ]; then
       log "$name fails the allowlist check: $target ($args) gave '${got:-error}', want $want"
       return 1
     fi
@@ -263,6 +274,13 @@ for name in $PROXIES; do
 done
 log "proxies under test: ${available[*]:-none} (${port[portcullis]} portcullis, ${port[haproxy]} haproxy, ${port[nginx]} nginx)"
 [ ${#available[@]} -gt 0 ] || { echo "no proxy came up" >&2; exit 2; }
+if [ "${CHECK_ONLY:-0}" = 1 ]; then
+  for name in $PROXIES; do
+    [[ " ${available[*]} " == *" $name "* ]] || { echo "check: $name does not do the bench job" >&2; exit 1; }
+  done
+  echo "check: ${available[*]} do the same job"
+  exit 0
+fi
 
 rotated() {  # the available proxies, rotated by round so that no proxy always goes first
   local r=$1 n=${#available[@]} i
@@ -307,10 +325,10 @@ echo "reference aes128gcm_1core_MBps=$aes loopback_tcp_MBps=$tcp direct_upstream
 if command -v ab > /dev/null; then
   target=${available[-1]}
   for r in 0 1 2; do
-    ab -k -c 8 -n 20000 -E "$certs/bench-client.pem" "https://127.0.0.1:${port[$target]}/api/bench" 2>&1 |
+    ab -k -c 8 -n "$CROSSCHECK_REQUESTS" -E "$certs/bench-client.pem" "https://127.0.0.1:${port[$target]}/api/bench" 2>&1 |
       awk -v r=$r '/^Requests per second/ {print "crosscheck_ab_rps", "ab", r, $4} /^(Failed|Non-2xx)/ && $NF != 0 {print "ab:", $0 > "/dev/stderr"}' >> "$results"
     # No cipher restriction here: the same cipher ab negotiates (the server's choice).
-    lg "$run/cross-$r.json" "https://127.0.0.1:${port[$target]}/api/bench" --cert "$certs/bench-client.pem" -c 8 -t 1 -n 20000
+    lg "$run/cross-$r.json" "https://127.0.0.1:${port[$target]}/api/bench" --cert "$certs/bench-client.pem" -c 8 -t 1 -n "$CROSSCHECK_REQUESTS"
     echo "crosscheck_ab_rps loadgen $r $(python3 "$here/bench_stats.py" get "$run/cross-$r.json" ok_rps)" >> "$results"
   done
   python3 - "$results" "$target" <<'EOF'

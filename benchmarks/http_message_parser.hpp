@@ -95,6 +95,8 @@ class HttpMessageParser {
       if (iequals(name, "content-length")) {
         if (value.empty()) return fail();
         length = 0;
+        // At most 19 digits: a longer length would wrap around 64 bits and frame the body wrong.
+        if (value.size() > 19) return fail();
         for (char c : value) {
           if (c < '0' || c > '9') return fail();
           length = length * 10 + static_cast<std::uint64_t>(c - '0');

@@ -71,7 +71,6 @@ struct Options {
   double serve_seconds = 3600;
   std::string sink_log;
   std::string label;
-  bool self_test = false;
 };
 
 struct Target {
@@ -861,95 +860,6 @@ int run_loopback_tcp(const Options& opt) {
   return received == opt.loopback_tcp_bytes ? 0 : 2;
 }
 
-// Checks of the histogram and the response parser (run with --self-test).
-int self_test() {
-  int passed = 0;
-  int failed = 0;
-  const auto check = [&](bool ok, const char* what) {
-    if (ok) {
-      ++passed;
-    } else {
-      ++failed;
-      std::fprintf(stderr, "FAILED: %s\n", what);
-    }
-  };
-  LatencyHistogram h;
-  for (std::uint64_t v = 1; v <= 1000000; ++v) h.record(v);
-  const auto near = [](std::uint64_t got, double want) { return std::abs(static_cast<double>(got) - want) <= want / 100; };
-  check(near(h.percentile(50), 500000), "p50 of 1..1e6 within 1%");
-  check(near(h.percentile(99), 990000), "p99 of 1..1e6 within 1%");
-  check(near(h.percentile(99.9), 999000), "p99.9 of 1..1e6 within 1%");
-  check(h.percentile(100) == 1000000 && h.min() == 1, "min and max are exact");
-  for (std::uint64_t v : {std::uint64_t{0}, std::uint64_t{127}, std::uint64_t{128}, std::uint64_t{1} << 40, ~std::uint64_t{0}}) {
-    const auto i = LatencyHistogram::index_of(v);
-    check(i < LatencyHistogram::kBuckets && LatencyHistogram::highest_equivalent(i) >= v, "bucket bounds");
-  }
-
-  const auto parse = [](std::string_view wire, std::size_t piece) {
-    HttpMessageParser p;
-    std::string pending;
-    for (std::size_t at = 0; at < wire.size() && !p.done() && !p.failed(); at += piece) {
-      pending += wire.substr(at, piece);
-      pending.erase(0, p.consume(pending));
-    }
-    return std::make_pair(p, pending);
-  };
-  struct Case {
-    const char* name;
-    std::string wire;
-    int status;
-    bool keep_alive;
-    std::uint64_t body;
-  };
-  const std::vector<Case> cases = {
-      {"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, true, 2},
-      {"chunked with extension and trailer",
-       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nX-T: 1\r\n\r\n",
-       200, true, 19},
-      {"connection close", "HTTP/1.1 403 Forbidden\r\ncontent-length: 5\r\nconnection: close\r\n\r\nnope!", 403, false, 5},
-      {"100 continue first", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 204, true, 0},
-      {"http/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", 200, true, 0},
-  };
-  for (const auto& c : cases) {
-    for (std::size_t piece : {std::size_t{1}, std::size_t{7}, c.wire.size()}) {
-      auto [p, rest] = parse(c.wire, piece);
-      check(p.done() && p.status() == c.status && p.keep_alive() == c.keep_alive && p.body_bytes() == c.body && rest.empty(),
-            c.name);
-    }
-  }
-  {
-    HttpMessageParser p;
-    const std::string two = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK";
-    check(p.consume(two) == two.find("xHTTP") + 1 && p.done(), "stops at the end of one response");
-    p.reset();
-    p.consume("HTTP/1.1 200 OK\r\n\r\nabc");
-    p.on_eof();
-    check(p.done() && !p.keep_alive() && p.body_bytes() == 3, "body until close");
-    p.reset();
-    p.consume("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc");
-    p.on_eof();
-    check(p.failed(), "truncated body is an error");
-    p.reset();
-    p.consume("HTTP/1.1 2x0 OK\r\n\r\n");
-    check(p.failed(), "bad status is an error");
-  }
-  {
-    HttpMessageParser p(HttpMessageParser::Kind::request);
-    const std::string get = "GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n";
-    check(p.consume(get) == get.size() && p.done() && p.keep_alive(), "request without a body");
-    p.reset();
-    const std::string post = "POST /upload/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
-    check(p.consume(post) == post.size() && p.done() && p.body_bytes() == 4 && p.expects_continue(), "chunked request");
-    p.reset();
-    check(p.consume("POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc") > 0 && p.done() && !p.keep_alive(), "HTTP/1.0 request");
-    p.reset();
-    p.consume("BROKEN\r\n\r\n");
-    check(p.failed(), "bad request line is an error");
-  }
-  std::printf("%d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
-}
-
 int main_impl(int argc, char** argv) {
   Options opt;
   CLI::App app{"portcullis-loadgen: HTTP/1.1 (+mTLS) load generator for loopback benchmarks"};
@@ -983,13 +893,11 @@ int main_impl(int argc, char** argv) {
   app.add_option("--serve-seconds", opt.serve_seconds, "sink mode: exit after this long at the latest")->check(CLI::Range(1.0, 86400.0));
   app.add_option("--sink-log", opt.sink_log, "sink mode: append the length of each body of 1 MiB or more");
   app.add_option("--label", opt.label, "copied into the JSON line");
-  app.add_flag("--self-test", opt.self_test, "check the histogram and the response parser");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (opt.self_test) return self_test();
   if (opt.loopback_tcp_bytes > 0) return run_loopback_tcp(opt);
   if (opt.serve_port != 0) return run_sink(opt);
   if (opt.duration_s == 0 && opt.max_requests == 0 && opt.idle_connections == 0) opt.duration_s = 10;

@@ -2,7 +2,8 @@
 # The README's second command (CI runs it through .ci/run): set up, then three phases, each timed:
 #   suite  build in ${BUILD_DIR:-build} and run every test (unit and integration)
 #   asan   the same suite built with PORTCULLIS_SANITIZE=address,undefined in build-asan
-#          (-O1, line tables only, no benchmarks: a sanitizer finding fails the test that hit it)
+#          (-O1, line tables only, no benchmark binaries but the load generator: a sanitizer
+#          finding fails the test that hit it)
 #   fuzz   each libFuzzer target for ${PORTCULLIS_FUZZ_SECONDS:-30} s (tests/fuzz/run.sh, clang)
 # PORTCULLIS_TEST_PHASES="suite asan fuzz" picks phases; extra arguments go to both ctest runs.
 set -euo pipefail
@@ -37,11 +38,12 @@ asan() {
   cmake -S . -B build-asan -G Ninja -DPORTCULLIS_WERROR=$werror -DPORTCULLIS_TESTS=ON \
     -DPORTCULLIS_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=None \
     -DCMAKE_CXX_FLAGS="-O1 -g1" -DCMAKE_C_FLAGS="-O1 -g1" >/dev/null || return
-  # Every executable but the benchmarks (portcullis-loadgen, portcullis-*-bench): the tests need
-  # only the proxy and the unit test binaries.
+  # Every executable but the benchmarks (portcullis-*-bench): the tests need the proxy, the unit
+  # test binaries and the load generator (tests/integration/test_benchmarks.py), which then runs
+  # under the sanitizers too.
   local targets
   targets=$(ninja -C build-asan -t targets all | sed -n 's/^\([^:]*\): CXX_EXECUTABLE_LINKER.*/\1/p' | grep -v '\.cmake$' |
-    xargs -n1 basename | grep -v '^portcullis-') || return
+    xargs -n1 basename | grep -v -- '-bench$') || return
   cmake --build build-asan -j"$(nproc)" --target $targets || return
   export ASAN_OPTIONS=abort_on_error=1:halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=0
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
