@@ -452,3 +452,10 @@ def keepalive_requests(port, pki, requests, pause=0.3, bodies=False):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix="portcullis-test-")
+
+
+def free_port():
+    """A loopback port nothing listens on now (the kernel's pick), for a server that needs one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -20,7 +20,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import Pki, Proxy, RecordingUpstream, curl, keepalive_requests, paths_rule, sidecar_config, tmpdir
+from harness import (Pki, Proxy, RecordingUpstream, curl, free_port, keepalive_requests, paths_rule, sidecar_config,
+                     tmpdir)
 
 
 def config(pki, upstream, paths='["/allowed/**"]'):
@@ -154,14 +155,6 @@ def test_failed_handshake_is_counted_by_reason(env):
         assert requests_by_decision(text) == {}
     finally:
         p.stop()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None and not os.environ.get("CI"),

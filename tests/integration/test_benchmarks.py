@@ -18,18 +18,12 @@ import urllib.request
 
 import pytest
 
-from harness import BIN, tmpdir
+from harness import BIN, free_port, tmpdir
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 BENCH = os.path.join(ROOT, "benchmarks")
 BUILD = os.environ.get("PORTCULLIS_BUILD", os.path.join(ROOT, "build"))
 LOADGEN = os.path.join(BUILD, "portcullis-loadgen")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(port):
