@@ -49,6 +49,7 @@ bool firewall_reload_needed(const config::Config& current, const config::Config&
 struct Server::ListenerGroup final : ConnectionOwner {
   Server* server = nullptr;
   std::string name;
+  std::string labels;   // {listener="name"}: the connection metrics' label set, rendered once
   std::string address;  // as bound: host:port
   config::Protocol protocol;
   std::uint64_t max_connections;
@@ -57,7 +58,7 @@ struct Server::ListenerGroup final : ConnectionOwner {
   std::vector<std::unique_ptr<net::tcp_acceptor>> acceptors;
 
   void connection_ended(Worker& on) override {
-    on.metrics.add(observe::Metric::connections_active, observe::labels({{"listener", name}}), -1);
+    on.metrics.add(observe::Metric::connections_active, labels, -1);
     server->connection_ended(on, *this);
   }
 };
@@ -107,6 +108,7 @@ std::shared_ptr<Server::ListenerGroup> Server::bind_listener(const ListenerRunti
   auto g = std::make_shared<ListenerGroup>();
   g->server = this;
   g->name = l.cfg.name;
+  g->labels = observe::labels({{"listener", g->name}});
   g->protocol = l.cfg.protocol;
   g->max_connections = l.cfg.limits.max_connections;
   auto addr = asio::ip::make_address(l.cfg.address.host);
@@ -239,9 +241,8 @@ std::string Server::scrape() {
 }
 
 void Server::spawn_connection(Worker& w, const std::shared_ptr<ListenerGroup>& g, net::tcp_socket sock) {
-  const std::string listener_labels = observe::labels({{"listener", g->name}});
-  w.metrics.add(observe::Metric::connections_total, listener_labels);
-  w.metrics.add(observe::Metric::connections_active, listener_labels);
+  w.metrics.add(observe::Metric::connections_total, g->labels);
+  w.metrics.add(observe::Metric::connections_active, g->labels);
   ConnectionEnded ended = g;
   if (g->protocol != config::Protocol::tcp) {
     serve_http(w, g->name, std::move(sock), std::move(ended));
