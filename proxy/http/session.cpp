@@ -477,7 +477,7 @@ class HttpSession {
     // never sent twice.
     const bool retryable = (!has_body || buffered) && is_idempotent(req.method);
     side().retry_request = retryable ? &out : nullptr;
-    if (!co_await ensure_upstream()) co_return false;
+    if (!co_await ensure_upstream(true)) co_return false;
     deadline_.arm(ms(limits().idle_timeout_ms), "upstream write timeout");
     // Let the worker read the other connections that are ready before this request goes out:
     // their requests then reach the upstream together and it serves several per wake-up, as
@@ -485,10 +485,18 @@ class HttpSession {
     // and a longer tail when the cores are shared). One pass of the worker's queue; measured in
     // benchmarks/README.md.
     co_await asio::post(w_.ioc.get_executor(), asio::use_awaitable);
+    if (side().early && side().early->done) {
+      // The read started on the kept connection found bytes, an end of stream or an error
+      // before the request was written: closed or unsolicited, it is not used (ensure_upstream).
+      side().early.reset();
+      up().close();
+      if (!co_await ensure_upstream()) co_return false;
+    }
     auto wec = co_await up().write_all(asio::buffer(out));
     if (wec && side().reused) {
       // A pooled connection the upstream had closed: one fresh attempt, nothing was sent yet.
       side().retry_request = nullptr;
+      side().early.reset();
       up().close();
       if (!co_await ensure_upstream()) co_return false;
       wec = co_await up().write_all(asio::buffer(out));
@@ -579,7 +587,15 @@ class HttpSession {
           if (resp.is_header_done()) break;
         }
         if (upbuf().space_size() == 0) co_return co_await upstream_failed(502, "upstream response head too large");
-        auto [rec, rn] = co_await up().read_some(asio::buffer(upbuf().space(), upbuf().space_size()));
+        error_code rec;
+        std::size_t rn = 0;
+        if (auto early = std::move(side().early)) {
+          // The read ensure_upstream() started into this same space before the request went out.
+          if (early->into != upbuf().space()) co_return co_await upstream_failed(502, "internal error: upstream read buffer moved");
+          std::tie(rec, rn) = co_await net::Stream::finish_early_read(std::move(early));
+        } else {
+          std::tie(rec, rn) = co_await up().read_some(asio::buffer(upbuf().space(), upbuf().space_size()));
+        }
         if ((rec || rn == 0) && !deadline_.expired() && side().reused && side().retry_request && upbuf().empty()) {
           // Not one byte of a response on a kept-alive connection: the upstream had closed it.
           // Send the request again, once, on a new connection.
@@ -777,15 +793,29 @@ class HttpSession {
     co_return !has_body && !ec;
   }
 
-  // A kept connection must pass a poll() first: closed by the upstream, or holding bytes nobody
-  // asked for (what a request smuggled past us would produce), it is not used again. A watch
-  // on the socket would cost a syscall too with asio 1.81 (a speculative recv, or an epoll_ctl).
-  net::awaitable<bool> ensure_upstream() {
+  // A kept connection must be checked first: closed by the upstream, or holding bytes nobody
+  // asked for (what a request smuggled past us would produce), it is not used again. With
+  // `early`, on a plain socket, the check is the response's read itself, started here: its
+  // first recv() must find nothing, and the caller looks at it again after its pass of the
+  // queue, just before writing (side().early). So the response needs no recv() of its own
+  // that would find nothing yet (asio 1.81 reads speculatively before it waits): one syscall
+  // per request fewer than a poll(). Otherwise (TLS, a pooled connection) a poll().
+  net::awaitable<bool> ensure_upstream(bool early = false) {
     side().reused = false;
+    side().early.reset();
     std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
-    if (up().is_open() && side().key == key && !up().peer_closed_or_sent()) {
-      side().reused = true;
-      co_return true;
+    if (up().is_open() && side().key == key) {
+      if (early && upbuf().empty() && !up().ssl()) {
+        side().early = up().start_early_read(asio::buffer(upbuf().space(), upbuf().space_size()));
+        if (side().early) {
+          side().reused = true;
+          co_return true;
+        }
+      }
+      if (!up().peer_closed_or_sent()) {
+        side().reused = true;
+        co_return true;
+      }
     }
     release_upstream(false);
     if (auto pooled = w_.pool.take(key)) {
@@ -809,8 +839,10 @@ class HttpSession {
   void release_upstream(bool) {
     if (!side_) return;
     auto& u = *side_;
-    if (u.conn.is_open() && u.reusable && u.buf.empty()) w_.pool.give(u.key, std::move(u.conn));
+    // A read still pending (u.early) writes into this session's buffer: never pooled.
+    if (u.conn.is_open() && u.reusable && u.buf.empty() && !u.early) w_.pool.give(u.key, std::move(u.conn));
     else u.conn.close();
+    u.early.reset();
     u.conn = net::Stream();
     u.reusable = false;
   }
@@ -920,6 +952,7 @@ class HttpSession {
     bool reusable = false;
     bool reused = false;
     const std::string* retry_request = nullptr;  // the request bytes, while sending them again is allowed
+    std::shared_ptr<net::EarlyRead> early;       // the response's read, started before the request went out
     std::string xfcc;
     Labels labels;
   };

@@ -201,6 +201,36 @@ awaitable<io_result> Stream::read_plain(asio::mutable_buffer b) {
   co_return io_result{asio::error::not_connected, 0};
 }
 
+std::shared_ptr<EarlyRead> Stream::start_early_read(asio::mutable_buffer b) {
+  auto start = [&](auto& s) -> std::shared_ptr<EarlyRead> {
+    if (!s.is_open()) return nullptr;
+    auto slot = std::make_shared<EarlyRead>();
+    slot->into = static_cast<const char*>(b.data());
+    s.async_read_some(b, [slot](const error_code& ec, std::size_t n) {
+      slot->done = true;
+      slot->ec = ec;
+      slot->n = n;
+      if (slot->waiter) std::move(slot->waiter)();
+    });
+    return slot;
+  };
+  if (auto* s = std::get_if<tcp_socket>(&v_)) return start(*s);
+  if (auto* s = std::get_if<unix_socket>(&v_)) return start(*s);
+  return nullptr;
+}
+
+awaitable<io_result> Stream::finish_early_read(std::shared_ptr<EarlyRead> slot) {
+  if (!slot->done)
+    co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+        [&slot](auto handler) {
+          // Not by assignment: Boost 1.81's move assignment wraps the handler in itself, without end.
+          asio::any_completion_handler<void()> h(std::move(handler));
+          slot->waiter.swap(h);
+        },
+        asio::use_awaitable);
+  co_return io_result{slot->ec, slot->n};
+}
+
 awaitable<error_code> Stream::write_all(asio::const_buffer b) {
   if (auto* t = std::get_if<TlsSocket>(&v_)) {
     auto [ec, n] = co_await t->write_all(b);

@@ -8,6 +8,7 @@
 // the peer's (asio's async_shutdown waits), which a TCP relay needs.
 #include <openssl/ssl.h>
 
+#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
@@ -71,6 +72,20 @@ class TlsSocket {
   bool sent_close_notify_ = false;
 };
 
+// A read started before its result is wanted, on a plain (TCP or unix) socket. Started on a
+// kept upstream connection before the request is written, asio's first, speculative recv()
+// is the check that the upstream has neither closed the connection nor sent bytes nobody
+// asked for (it must find nothing: EAGAIN), and the response then arrives into the same read
+// when the reactor reports it, without a second recv() that would find nothing yet. The
+// completion handler shares this slot, so the slot outlives a session that ends first.
+struct EarlyRead {
+  bool done = false;
+  error_code ec;
+  std::size_t n = 0;
+  const char* into = nullptr;  // where the bytes go
+  asio::any_completion_handler<void()> waiter;
+};
+
 class Stream {
  public:
   Stream() = default;
@@ -88,6 +103,12 @@ class Stream {
 
   bool is_open() const;
   awaitable<io_result> read_some(asio::mutable_buffer b);
+  // Starts reading into b and returns the slot its result goes to; null, with nothing started,
+  // on a TLS stream (OpenSSL reads the socket itself) or a closed one. b must stay valid until
+  // the result is in the slot: closing the stream completes the read with operation_aborted.
+  std::shared_ptr<EarlyRead> start_early_read(asio::mutable_buffer b);
+  // The result of a read start_early_read() began, waiting for it if it has none yet.
+  static awaitable<io_result> finish_early_read(std::shared_ptr<EarlyRead> slot);
   // Writes all of b (or fails).
   awaitable<error_code> write_all(asio::const_buffer b);
   // Half-close: FIN on TCP and unix sockets, close_notify on TLS.
