@@ -802,7 +802,12 @@ class HttpSession {
   // per request fewer than a poll(). Otherwise (TLS, a pooled connection) a poll().
   net::awaitable<bool> ensure_upstream(bool early = false) {
     side().reused = false;
-    side().early.reset();
+    if (side().early) {
+      // A read begun on the connection and not consumed (the callers close it first): whatever
+      // it took is lost to the stream, so the connection is never reused.
+      up().close();
+      side().early.reset();
+    }
     std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
     if (up().is_open() && side().key == key) {
       if (early && upbuf().empty() && !up().ssl()) {
