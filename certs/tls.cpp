@@ -174,8 +174,13 @@ void load_crl(SSL_CTX* ctx, const BundleSpec& bundle) {
 // With no intermediates in the certificate file, OpenSSL builds the chain it sends from the
 // trust store on every handshake: a whole X509_verify_cert, an ECDSA verification included
 // (about 10% of a client-certificate handshake's instructions). Build it once here, from the same
-// store with the same result (root included, verification errors ignored, as the per-handshake
-// build does), and turn the per-handshake build off. Call after the trust store is loaded.
+// store (verification errors ignored, as the per-handshake build does), and turn the per-handshake
+// build off. Call after the trust store is loaded.
+// The self-signed root is left out (RFC 8446 4.4.2 and RFC 5246 7.4.2 allow it; nginx and
+// HAProxy send what the file holds): a peer must already trust the root, so sending it only costs
+// bytes and, on the peer, the parse of one more certificate per handshake (with OpenSSL 3.0,
+// about as many instructions as our whole share of a handshake's request). Intermediates found
+// in the store are still sent.
 void build_chain_once(SSL_CTX* ctx) {
   STACK_OF(X509)* chain = nullptr;
   STACK_OF(X509)* extra = nullptr;
@@ -184,7 +189,8 @@ void build_chain_once(SSL_CTX* ctx) {
     return;  // the file's own chain is sent as it is: OpenSSL builds nothing then either
   }
   // On failure (only allocation or the security level can fail it) the per-handshake build stays on.
-  if (SSL_CTX_build_cert_chain(ctx, SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR | SSL_BUILD_CHAIN_FLAG_CLEAR_ERROR) > 0) {
+  if (SSL_CTX_build_cert_chain(ctx, SSL_BUILD_CHAIN_FLAG_NO_ROOT | SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR |
+                                         SSL_BUILD_CHAIN_FLAG_CLEAR_ERROR) > 0) {
     SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
     // The built chain belongs to the certificate, and SSL_new copies a certificate's chain (a
     // stack of 64 bytes or more) into every connection. Sent from the context's extra chain

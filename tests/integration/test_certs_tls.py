@@ -122,6 +122,91 @@ def s_client(pki, port, *args):
     return (p.stdout + p.stderr).decode(errors="replace")
 
 
+def sent_chain(out):
+    """The subjects of the certificates a server sent, from `openssl s_client -showcerts`."""
+    return [line.split("s:", 1)[1].strip() for line in out.splitlines() if line.strip()[:1].isdigit() and " s:" in line]
+
+
+def test_the_server_sends_the_intermediates_it_knows_and_never_the_root(env):
+    """A peer trusts the root already or not at all, so the root is not sent (RFC 8446 4.4.2;
+    nginx and HAProxy send what the certificate file holds): on the peer, every certificate sent
+    is one more to parse per handshake. An intermediate the trust store holds is sent: without it
+    the client could not build the path to its root."""
+    d, pki, up = env
+    crt, key = pki.issue_server(os.path.join(d, "direct"))
+    p = Proxy(config(pki, up.address, crt, key), d)
+    out = s_client(pki, p.port("inbound"), "-showcerts")
+    assert "Verify return code: 0 (ok)" in out, out
+    assert out.count("BEGIN CERTIFICATE") == 1, out
+    assert len(sent_chain(out)) == 1, out
+    p.stop()
+
+    # A root that allows one intermediate (the dev CA allows none: pathlen 0), an intermediate
+    # under it, and a server certificate the intermediate issued. The file holds the server
+    # certificate alone; the trust store holds both roots (alice is the dev CA's) and the
+    # intermediate.
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def ca_cert(name, key, issuer_name, issuer_key, path_length):
+        return (
+            x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=10))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .sign(issuer_key, hashes.SHA256())
+        )
+
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portcullis test root")])
+    mid_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portcullis test intermediate")])
+    root = ca_cert(root_name, root_key, root_name, root_key, 1)
+    mid = ca_cert(mid_name, mid_key, root_name, root_key, 0)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(mid_name).public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=10))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(mid_key, hashes.SHA256())
+    )
+    srv = os.path.join(d, "via-intermediate")
+    os.makedirs(srv)
+    leaf_crt, leaf_keyp, store, root_crt = (os.path.join(srv, n) for n in ("tls.crt", "tls.key", "trust.crt", "root.crt"))
+    pem = serialization.Encoding.PEM
+    with open(leaf_crt, "wb") as f:
+        f.write(leaf.public_bytes(pem))
+    with open(leaf_keyp, "wb") as f:
+        f.write(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(leaf_keyp, 0o600)
+    with open(pki.ca_path, "rb") as f:
+        dev_root = f.read()
+    with open(store, "wb") as f:
+        f.write(dev_root + root.public_bytes(pem) + mid.public_bytes(pem))
+    with open(root_crt, "wb") as f:
+        f.write(root.public_bytes(pem))
+    cfg = sidecar_config(up.address, leaf_crt, leaf_keyp, store, paths_rule("everything", '["/**"]'))
+    p = Proxy(cfg, d)
+    crt, key = pki.alice
+    out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{p.port('inbound')}", "-servername", "localhost",
+                          "-CAfile", root_crt, "-cert", crt, "-key", key, "-showcerts"],
+                         input=b"", capture_output=True, timeout=30)
+    out = (out.stdout + out.stderr).decode(errors="replace")
+    assert "Verify return code: 0 (ok)" in out, out  # the client had the root only: the path needs the intermediate
+    assert out.count("BEGIN CERTIFICATE") == 2, out
+    chain = sent_chain(out)
+    assert "localhost" in chain[0] and "portcullis test intermediate" in chain[1], chain
+    assert not any("portcullis test root" in c for c in chain), chain
+    # The client (alice, issued by the root) is still accepted through this trust store.
+    rc, body, err = curl("--cacert", root_crt, "--cert", crt, "--key", key, f"https://localhost:{p.port('inbound')}/x")
+    assert rc == 0, err
+    assert p.stop() == 0
+
+
 def test_min_version_13_refuses_a_tls12_client_and_accepts_tls13(env):
     d, pki, up = env
     cert, key = pki.issue_server(os.path.join(d, "server"))
