@@ -487,16 +487,14 @@ class HttpSession {
     co_await asio::post(w_.ioc.get_executor(), asio::use_awaitable);
     if (side().early && side().early->done) {
       // The read started on the kept connection found bytes, an end of stream or an error
-      // before the request was written: closed or unsolicited, it is not used (ensure_upstream).
-      side().early.reset();
-      up().close();
+      // before the request was written: closed or unsolicited, it is not used (ensure_upstream()
+      // closes a connection whose early read was not consumed).
       if (!co_await ensure_upstream()) co_return false;
     }
     auto wec = co_await up().write_all(asio::buffer(out));
     if (wec && side().reused) {
       // A pooled connection the upstream had closed: one fresh attempt, nothing was sent yet.
       side().retry_request = nullptr;
-      side().early.reset();
       up().close();
       if (!co_await ensure_upstream()) co_return false;
       wec = co_await up().write_all(asio::buffer(out));
@@ -802,22 +800,15 @@ class HttpSession {
   // per request fewer than a poll(). Otherwise (TLS, a pooled connection) a poll().
   net::awaitable<bool> ensure_upstream(bool early = false) {
     side().reused = false;
-    if (side().early) {
-      // A read begun on the connection and not consumed (the callers close it first): whatever
-      // it took is lost to the stream, so the connection is never reused.
-      up().close();
-      side().early.reset();
-    }
+    // A read begun on the connection and not consumed: whatever it took is lost to the stream,
+    // so the connection is closed, never reused (release_upstream()).
+    if (side().early) release_upstream(false);
     std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
     if (up().is_open() && side().key == key) {
-      if (early && upbuf().empty() && !up().ssl()) {
+      // start_early_read() starts nothing on TLS: then the poll().
+      if (early && upbuf().empty())
         side().early = up().start_early_read(asio::buffer(upbuf().space(), upbuf().space_size()));
-        if (side().early) {
-          side().reused = true;
-          co_return true;
-        }
-      }
-      if (!up().peer_closed_or_sent()) {
+      if (side().early || !up().peer_closed_or_sent()) {
         side().reused = true;
         co_return true;
       }
