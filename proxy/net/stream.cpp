@@ -81,6 +81,7 @@ awaitable<error_code> TlsSocket::wait_for(int ssl_error) {
 awaitable<error_code> TlsSocket::handshake() {
   if (!ssl_) co_return asio::error::no_memory;
   for (;;) {
+    if (!socket_.is_open()) co_return asio::error::bad_descriptor;
     ERR_clear_error();
     int r = SSL_do_handshake(ssl_);
     if (r == 1) {
@@ -102,11 +103,15 @@ awaitable<error_code> TlsSocket::handshake() {
 
 // SSL_read_ex / SSL_write_ex on a non-blocking socket: retry after waiting for whichever
 // readiness OpenSSL asks for (a read may need to write, e.g. a TLS 1.3 KeyUpdate reply).
+// OpenSSL holds the descriptor's number, not the socket: once the socket is closed (a deadline,
+// a drain) that number may already belong to another connection, so nothing reaches OpenSSL
+// after a close.
 // read_some() and write_all() return this coroutine as is (they are not
 // coroutines themselves): one coroutine frame per operation.
 template <class Op>
 awaitable<io_result> TlsSocket::retry_io(Op op) {
   for (;;) {
+    if (!socket_.is_open()) co_return io_result{asio::error::bad_descriptor, 0};
     clear_ssl_errors();
     std::size_t n = 0;
     int r = op(n);
@@ -158,7 +163,8 @@ awaitable<io_result> TlsSocket::write_all(asio::const_buffer b) {
 }
 
 awaitable<void> TlsSocket::shutdown_send() {
-  if (sent_close_notify_ || !ssl_) co_return;
+  // Closed: the descriptor number OpenSSL would write the alert to may be another connection's.
+  if (sent_close_notify_ || !ssl_ || !socket_.is_open()) co_return;
   sent_close_notify_ = true;
   // One SSL_shutdown sends close_notify; we never wait for the peer's (it may keep sending).
   for (int tries = 0; tries < 8; ++tries) {
