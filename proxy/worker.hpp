@@ -3,7 +3,6 @@
 // never move between workers; the only thing shared is the immutable Snapshot.
 #include <atomic>
 #include <boost/asio/io_context.hpp>
-#include <boost/intrusive/list.hpp>
 #include <functional>
 #include <memory>
 
@@ -15,14 +14,12 @@
 
 namespace portcullis {
 
-// A connection waiting for its next request. Linked into Worker::idle without allocating
-// (two pointers in the connection itself): entering and leaving the list happens on every request.
-struct IdleConnection
-    : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
-  explicit IdleConnection(net::Stream& s) : stream(&s) {}
-  net::Stream* stream;
+// The connections of a worker waiting for their next request (proxy/http/session.cpp): closed
+// at once when the worker drains, freed with the worker.
+struct IdleConnections {
+  virtual ~IdleConnections() = default;
+  virtual void close_all() = 0;
 };
-using IdleList = boost::intrusive::list<IdleConnection, boost::intrusive::constant_time_size<false>>;
 
 struct Worker {
   unsigned index = 0;
@@ -36,16 +33,16 @@ struct Worker {
   // Identities of verified client certificates, shared by the connections presenting the same one.
   certs::PeerIdentityCache identities;
   bool draining = false;
-  // Connections waiting for their next request; closed at once when draining.
-  IdleList idle;
   std::atomic<std::uint64_t> active{0};
   // Only touched on this worker's thread; the admin endpoint posts here to copy it.
   observe::MetricSet metrics;
+  // Made when the first connection goes idle. Last, so that it is destroyed first: the
+  // connections it owns still find the io_context and the rest of the worker.
+  std::unique_ptr<IdleConnections> idle;
 
   void drain() {
     draining = true;
-    for (auto& c : idle) c.stream->close();
-    idle.clear();
+    if (idle) idle->close_all();
     pool.clear();
   }
 };

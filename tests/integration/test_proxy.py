@@ -2,6 +2,7 @@
 mTLS, to real upstreams (tcp, unix socket, TLS)."""
 import hashlib
 import os
+import re
 import signal
 import socket
 import ssl
@@ -393,6 +394,10 @@ def test_sigterm_closes_idle_connections_at_once_and_exits(env):
     p = Proxy(http_config(pki, up.address), d)
     port = p.port("inbound")
     idle = [_tls_keepalive_get(pki, port) for _ in range(8)]  # spread over both workers
+    _sigterm_closes_at_once(p, idle)
+
+
+def _sigterm_closes_at_once(p, idle):
     started = time.time()
     p.proc.send_signal(signal.SIGTERM)
     for s in idle:
@@ -400,6 +405,123 @@ def test_sigterm_closes_idle_connections_at_once_and_exits(env):
     assert p.proc.wait(10) == 0
     # The drain may wait up to 10 s for busy connections; idle ones must not hold it up.
     assert time.time() - started < 5, f"exit took {time.time() - started:.1f}s with only idle connections"
+
+
+def _server_side_inode(client):
+    """The socket inode of the proxy's end of `client`'s TCP connection (from /proc/net/tcp)."""
+    lport = client.getsockname()[1]
+    pport = client.getpeername()[1]
+    want_local = f"0100007F:{pport:04X}"
+    want_remote = f"0100007F:{lport:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == want_local and fields[2] == want_remote:
+                return int(fields[9])
+    raise AssertionError("the proxy's end of the connection is not in /proc/net/tcp")
+
+
+def _epoll_masks(pid, inode):
+    """The event masks of every epoll set of process `pid` that holds the socket `inode`."""
+    masks = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = f.read()
+        except FileNotFoundError:
+            continue
+        # "tfd:       15 events: 8000001b data:     5567b3268aa0  pos:0 ino:e19599 sdev:f"
+        for events, ino in re.findall(r"^tfd:\s*\d+\s+events:\s*([0-9a-f]+)\s.*?\bino:([0-9a-f]+)", info, re.M):
+            if int(ino, 16) == inode:
+                masks.append(int(events, 16))
+    return masks
+
+
+EPOLLET = 1 << 31
+
+
+def _is_cold(pid, client):
+    """True when the proxy keeps this connection in its own epoll set, outside asio's reactor
+    (level-triggered; asio registers sockets edge-triggered)."""
+    masks = _epoll_masks(pid, _server_side_inode(client))
+    return len(masks) == 1 and not masks[0] & EPOLLET
+
+
+def _wait_until(pred, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
+def test_connections_idle_for_seconds_are_still_served_and_noticed_when_the_client_leaves(env):
+    """A connection idle for over a second leaves asio's reactor for a cheaper epoll set of the
+    worker's own (proxy/http/session.cpp, IdleParking). What a client sees must not change:
+    requests after a long pause are served, bytes sent in pieces arrive whole, and a client that
+    goes away is noticed (no socket left in CLOSE_WAIT)."""
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    port = p.port("inbound")
+    after_request = [_tls_keepalive_get(pki, port, b"/first") for _ in range(6)]  # both workers
+    after_handshake = [client_tls_context(pki, "alice").wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost") for _ in range(2)]
+    leaving = _tls_keepalive_get(pki, port, b"/first")
+    everyone = after_request + after_handshake + [leaving]
+    # What this test is about: all of them have moved out of asio (one to two seconds).
+    assert _wait_until(lambda: all(_is_cold(p.proc.pid, s) for s in everyone), 5), \
+        [_epoll_masks(p.proc.pid, _server_side_inode(s)) for s in everyone]
+
+    for s in after_request + after_handshake:
+        s.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, rest = read_response(s)
+        assert head is not None and head.startswith(b"HTTP/1.1 200"), head
+    # Back in asio while in use.
+    assert all(not _is_cold(p.proc.pid, s) for s in after_request)
+
+    # A request whose head arrives in two pieces, the first one while the connection is cold.
+    s = after_request[0]
+    assert _wait_until(lambda: _is_cold(p.proc.pid, s), 5)
+    s.sendall(b"GET /in-pieces HTTP/1.1\r\n")
+    time.sleep(0.3)
+    s.sendall(b"Host: x\r\n\r\n")
+    head, _, _ = read_response(s)
+    assert head is not None and head.startswith(b"HTTP/1.1 200"), head
+    assert up.paths().count("/again") == 8 and "/in-pieces" in up.paths()
+
+    # The client leaves a cold connection: the proxy closes its end too.
+    inode = _server_side_inode(leaving)
+    leaving.close()
+
+    def gone():
+        with open("/proc/net/tcp") as f:
+            return all(int(line.split()[9]) != inode for line in f.readlines()[1:])
+    assert _wait_until(gone, 5), "the proxy kept its end of a connection the client closed"
+    for s in after_request + after_handshake:
+        s.close()
+    p.stop()
+
+
+def test_a_connection_idle_outside_asio_still_closes_at_the_idle_timeout_and_on_sigterm(env):
+    d, pki, up = env
+    cfg = http_config(pki, up.address).replace("    policy: inbound\n", "    policy: inbound\n    limits: { idle_timeout_ms: 4000 }\n", 1)
+    p = Proxy(cfg, d)
+    port = p.port("inbound")
+    timing_out = _tls_keepalive_get(pki, port)
+    started = time.time()
+    assert _wait_until(lambda: _is_cold(p.proc.pid, timing_out), 3)
+    assert not _closed_within(timing_out, 4000 / 1000 - (time.time() - started) - 0.5), "closed before the idle timeout"
+    assert _closed_within(timing_out, 3), "a connection idle outside asio must still be closed at idle_timeout_ms"
+    p.stop()
+
+    p = Proxy(http_config(pki, up.address), d)
+    port = p.port("inbound")
+    idle = [_tls_keepalive_get(pki, port) for _ in range(8)]
+    assert _wait_until(lambda: all(_is_cold(p.proc.pid, s) for s in idle), 5)
+    _sigterm_closes_at_once(p, idle)
 
 
 def test_default_deny_without_rules(env):
