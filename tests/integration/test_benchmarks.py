@@ -253,9 +253,13 @@ def test_idle_mode_holds_every_connection_open_until_the_hold_ends(bench):
 
 
 def free_port_base():
-    """A base for compare.sh's ports (base .. base + 12) with none of them in use."""
+    """A base for compare.sh's ports (base .. base + 12) with none of them in use. Below the
+    kernel's ephemeral range (32768 and up here): a port in it can be taken at any moment as the
+    local port of some test's outgoing connection, and nginx's bind() then fails."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        top = max(min(int(f.read().split()[0]), 32768) - 20, 10020)
     for _ in range(50):
-        base = random.randrange(30000, 45000, 20)
+        base = random.randrange(10000, top, 20)
         if not any(listening(base + i) for i in range(13)):
             return base
     raise AssertionError("no free range of 13 ports")
