@@ -317,6 +317,10 @@ policies:
 class Proxy:
     """Runs `portcullis run -c CONFIG` and learns where each listener is bound."""
 
+    # Every proxy started, so that one a failed test left running is stopped after that test
+    # (conftest.py) instead of holding its ports for the rest of the run.
+    started = []
+
     def __init__(self, config_text, directory, extra_args=(), expect_ready=True, stdout=None):
         self.dir = directory
         self.config_path = os.path.join(directory, "portcullis.yaml")
@@ -327,6 +331,7 @@ class Proxy:
         self.proc = subprocess.Popen([BIN, "run", "-c", self.config_path, *extra_args],
                                      stdout=open(self.stdout_path, "wb") if stdout is None else stdout,
                                      stderr=open(self.stderr_path, "wb"))
+        Proxy.started.append(self)
         self.listeners = {}
         if expect_ready:
             self.wait_ready()
