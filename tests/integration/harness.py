@@ -459,6 +459,16 @@ def tmpdir():
     return tempfile.mkdtemp(prefix="portcullis-test-")
 
 
+def wait_until(pred, seconds):
+    """True once pred() is true, polling every 0.1 s; pred()'s last answer after `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
 def free_port():
     """A loopback port nothing listens on now (the kernel's pick), for a server that needs one."""
     with socket.socket() as s:

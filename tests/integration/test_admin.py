@@ -21,7 +21,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import (Pki, Proxy, RecordingUpstream, curl, free_port, keepalive_requests, paths_rule, sidecar_config,
-                     tmpdir)
+                     tmpdir, wait_until)
 
 
 def config(pki, upstream, paths='["/allowed/**"]'):
@@ -234,12 +234,8 @@ def logged_paths(path, want, timeout=15):
     """The url.path of each line in the access log at `path`, once they are `want` or the
     timeout passes. A request's line is written after its response is sent, so a client can
     read the response before the line is in the file."""
-    deadline = time.time() + timeout
-    while True:
-        paths = [l["url.path"] for l in log_lines(path)]
-        if paths == want or time.time() >= deadline:
-            return paths
-        time.sleep(0.05)
+    wait_until(lambda: [l["url.path"] for l in log_lines(path)] == want, timeout)
+    return [l["url.path"] for l in log_lines(path)]
 
 
 def test_access_log_file_is_reopened_on_sigusr1_like_logrotate_expects(env):

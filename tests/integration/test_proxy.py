@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, keepalive_requests, paths_rule,
-                     raw_exchange, read_response, sidecar_config, tmpdir)
+                     raw_exchange, read_response, sidecar_config, tmpdir, wait_until)
 
 
 def http_config(pki, upstream, extra_listener="", rules=None, top=""):
@@ -449,15 +449,6 @@ def _is_cold(pid, client):
     return len(masks) == 1 and not masks[0] & EPOLLET
 
 
-def _wait_until(pred, seconds):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return pred()
-
-
 def test_connections_idle_for_seconds_are_still_served_and_noticed_when_the_client_leaves(env):
     """A connection idle for over a second leaves asio's reactor for a cheaper epoll set of the
     worker's own (proxy/http/session.cpp, IdleParking). What a client sees must not change:
@@ -472,7 +463,7 @@ def test_connections_idle_for_seconds_are_still_served_and_noticed_when_the_clie
     leaving = _tls_keepalive_get(pki, port, b"/first")
     everyone = after_request + after_handshake + [leaving]
     # What this test is about: all of them have moved out of asio (one to two seconds).
-    assert _wait_until(lambda: all(_is_cold(p.proc.pid, s) for s in everyone), 5), \
+    assert wait_until(lambda: all(_is_cold(p.proc.pid, s) for s in everyone), 5), \
         [_epoll_masks(p.proc.pid, _server_side_inode(s)) for s in everyone]
 
     for s in after_request + after_handshake:
@@ -484,7 +475,7 @@ def test_connections_idle_for_seconds_are_still_served_and_noticed_when_the_clie
 
     # A request whose head arrives in two pieces, the first one while the connection is cold.
     s = after_request[0]
-    assert _wait_until(lambda: _is_cold(p.proc.pid, s), 5)
+    assert wait_until(lambda: _is_cold(p.proc.pid, s), 5)
     s.sendall(b"GET /in-pieces HTTP/1.1\r\n")
     time.sleep(0.3)
     s.sendall(b"Host: x\r\n\r\n")
@@ -499,7 +490,7 @@ def test_connections_idle_for_seconds_are_still_served_and_noticed_when_the_clie
     def gone():
         with open("/proc/net/tcp") as f:
             return all(int(line.split()[9]) != inode for line in f.readlines()[1:])
-    assert _wait_until(gone, 5), "the proxy kept its end of a connection the client closed"
+    assert wait_until(gone, 5), "the proxy kept its end of a connection the client closed"
     for s in after_request + after_handshake:
         s.close()
     p.stop()
@@ -518,7 +509,7 @@ def test_a_plaintext_connection_idle_for_seconds_is_still_served(env):
         head, _, rest = read_response(s)
         assert head is not None, f"closed before the response to {path}"
         statuses.append(head.split(b" ")[1])
-        assert _wait_until(lambda: _is_cold(p.proc.pid, s), 5), "the connection did not leave asio"
+        assert wait_until(lambda: _is_cold(p.proc.pid, s), 5), "the connection did not leave asio"
     # No certificate, so the policy refuses; what matters is that every request was read and
     # answered alike on the same connection, each after a pause out of asio.
     assert len(set(statuses)) == 1, statuses
@@ -536,7 +527,7 @@ def test_a_connection_idle_outside_asio_still_closes_at_the_idle_timeout_and_on_
     port = p.port("inbound")
     timing_out = _tls_keepalive_get(pki, port)
     started = time.time()
-    assert _wait_until(lambda: _is_cold(p.proc.pid, timing_out), 3)
+    assert wait_until(lambda: _is_cold(p.proc.pid, timing_out), 3)
     assert not _closed_within(timing_out, 4000 / 1000 - (time.time() - started) - 0.5), "closed before the idle timeout"
     assert _closed_within(timing_out, 3), "a connection idle outside asio must still be closed at idle_timeout_ms"
     p.stop()
@@ -544,7 +535,7 @@ def test_a_connection_idle_outside_asio_still_closes_at_the_idle_timeout_and_on_
     p = Proxy(http_config(pki, up.address), d)
     port = p.port("inbound")
     idle = [_tls_keepalive_get(pki, port) for _ in range(8)]
-    assert _wait_until(lambda: all(_is_cold(p.proc.pid, s) for s in idle), 5)
+    assert wait_until(lambda: all(_is_cold(p.proc.pid, s) for s in idle), 5)
     _sigterm_closes_at_once(p, idle)
 
 
