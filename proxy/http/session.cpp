@@ -993,7 +993,9 @@ class IdleParking final : public IdleConnections {
     return static_cast<IdleParking&>(*w.idle);
   }
 
-  explicit IdleParking(Worker& w) : sweep_(w.ioc.get_executor()), poll_(w.ioc, &IdleParking::on_ready, this) {}
+  explicit IdleParking(Worker& w) : w_(w), sweep_(w.ioc.get_executor()), poll_(w.ioc, &IdleParking::on_ready, this) {
+    w_.metrics.set(observe::Metric::connections_idle_cold, {}, 0);
+  }
 
   // The worker is being torn down (its io_context stopped): the cold connections are ours to
   // free; the others are freed with the waits that own them.
@@ -1028,6 +1030,7 @@ class IdleParking final : public IdleConnections {
       if (poll_.add(fd, &s)) {
         s.cold_fd_ = fd;
         cold_.push_back(s);
+        w_.metrics.add(observe::Metric::connections_idle_cold, {}, 1);
         self.release();  // owned by cold_ until warm()
         return;
       }
@@ -1048,6 +1051,7 @@ class IdleParking final : public IdleConnections {
     s.idle_hook_.unlink();
     const int fd = std::exchange(s.cold_fd_, -1);
     poll_.remove(fd);
+    w_.metrics.add(observe::Metric::connections_idle_cold, {}, -1);
     if (why != HttpSession::Wake::closing) {
       error_code ec;
       s.down_.tcp()->assign(protocol_of(fd), fd, ec);
@@ -1102,6 +1106,7 @@ class IdleParking final : public IdleConnections {
     if (!old_.empty()) arm();
   }
 
+  Worker& w_;
   asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, net::executor> sweep_;
   bool sweeping_ = false;
   std::chrono::steady_clock::time_point refused_until_{};

@@ -27,6 +27,7 @@ namespace portcullis::observe {
   X(tls_handshake_failures_total, counter, "Failed TLS handshakes with clients by reason (no_cert, unknown_ca, expired, protocol, other).") \
   X(connections_active, gauge, "Client connections open now.")                                                \
   X(connections_total, counter, "Client connections accepted.")                                               \
+  X(connections_idle_cold, gauge, "Client connections idle for over a second, waiting in their worker's own epoll set outside asio's reactor (part of connections_active).") \
   X(upstream_connect_failures_total, counter, "Failed connection attempts to an upstream.")                    \
   X(config_reloads_total, counter, "Config reloads by result (success, failure).")                             \
   /* Hostile behaviour (HAProxy's "glitches"): what attackers and broken clients cost us. */                \

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -457,6 +458,20 @@ def keepalive_requests(port, pki, requests, pause=0.3, bodies=False):
 
 def tmpdir():
     return tempfile.mkdtemp(prefix="portcullis-test-")
+
+
+def metric(admin_port, name, **labels):
+    """The sum of a Prometheus counter or gauge over the series whose labels include `labels`."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
 
 
 def wait_until(pred, seconds):

@@ -14,11 +14,10 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from harness import BIN, free_port, tmpdir
+from harness import BIN, free_port, metric, tmpdir
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 BENCH = os.path.join(ROOT, "benchmarks")
@@ -55,20 +54,6 @@ def loadgen(*args, timeout=120):
     p = subprocess.run([LOADGEN, *map(str, args)], capture_output=True, text=True, timeout=timeout)
     report = json.loads(p.stdout) if p.stdout.strip() else None
     return p.returncode, report, p.stderr
-
-
-def metric(admin_port, name, **labels):
-    """The sum of a Prometheus counter over the series whose labels include `labels`."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
 
 
 class BenchSetup:

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from dockerd import DOCKER, dockerd  # noqa: F401  (dockerd is a fixture)
-from harness import BIN, Pki, Proxy, client_tls_context, raw_exchange, tmpdir
+from harness import BIN, Pki, Proxy, client_tls_context, raw_exchange, tmpdir, wait_until
 
 INSPECT_LIMIT = 65536
 
@@ -487,8 +487,12 @@ def test_reader_cannot_create_even_with_a_clean_body(gw):
 
 def test_access_log_names_the_docker_action(gw):
     gw.docker("reader", "ps")
-    actions = {line.get("docker.action") for line in gw.proxy.access_log() if line.get("listener.name") == "docker"}
-    assert {"read", "container.create"} <= actions
+    assert_refused(gw, post("/containers/create?name=reader", allowed_body("x")), client="reader")
+
+    def actions():
+        return {line.get("docker.action") for line in gw.proxy.access_log() if line.get("listener.name") == "docker"}
+    # A request's line is written after its response is sent, so the client can be done first.
+    assert wait_until(lambda: {"read", "container.create"} <= actions(), 15), actions()
 
 
 # ---------------------------------------------------------------------------------------------

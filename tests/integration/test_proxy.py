@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, keepalive_requests, paths_rule,
+from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, keepalive_requests, metric, paths_rule,
                      raw_exchange, read_response, sidecar_config, tmpdir, wait_until)
 
 
@@ -43,10 +43,10 @@ def test_keepalive_reuses_one_client_connection(env):
     rc, out, err = curl(*curl_mtls(pki), f"https://localhost:{port}/a", f"https://localhost:{port}/b")
     assert rc == 0, err
     assert up.paths() == ["/a", "/b"]
+    assert p.stop() == 0  # a request's log line is written after its response: read it after the stop
     log = [l for l in p.access_log() if l.get("url.path") in ("/a", "/b")]
     assert len(log) == 2 and log[0]["source.port"] == log[1]["source.port"], "curl should reuse one connection"
     assert all(l["event.outcome"] == "allow" and l["http.response.status_code"] == 200 for l in log)
-    assert p.stop() == 0
 
 
 def test_identity_header_is_ours_not_the_clients(env):
@@ -272,11 +272,11 @@ def test_no_client_certificate_and_a_foreign_ca_are_refused(env):
     rc, out, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, f"https://localhost:{port}/x")
     assert rc != 0
     assert up.requests == []
+    p.stop()
     reasons = [l.get("reason", "") for l in p.access_log()]
     assert any("did not return a certificate" in r for r in reasons), reasons
     assert any("unknown ca" in r.lower() or "unable to get local issuer" in r.lower() or "certificate verify failed" in r.lower()
                for r in reasons), reasons
-    p.stop()
 
 
 def test_slow_request_head_is_cut_at_the_header_timeout(env):
@@ -453,10 +453,11 @@ def test_connections_idle_for_seconds_are_still_served_and_noticed_when_the_clie
     """A connection idle for over a second leaves asio's reactor for a cheaper epoll set of the
     worker's own (proxy/http/session.cpp, IdleParking). What a client sees must not change:
     requests after a long pause are served, bytes sent in pieces arrive whole, and a client that
-    goes away is noticed (no socket left in CLOSE_WAIT)."""
+    goes away is noticed (no socket left in CLOSE_WAIT), and portcullis_connections_idle_cold
+    counts them."""
     d, pki, up = env
-    p = Proxy(http_config(pki, up.address), d)
-    port = p.port("inbound")
+    p = Proxy(http_config(pki, up.address, top="admin: { address: 127.0.0.1:0 }"), d)
+    port, admin = p.port("inbound"), p.port("admin")
     after_request = [_tls_keepalive_get(pki, port, b"/first") for _ in range(6)]  # both workers
     after_handshake = [client_tls_context(pki, "alice").wrap_socket(
         socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost") for _ in range(2)]
@@ -465,6 +466,7 @@ def test_connections_idle_for_seconds_are_still_served_and_noticed_when_the_clie
     # What this test is about: all of them have moved out of asio (one to two seconds).
     assert wait_until(lambda: all(_is_cold(p.proc.pid, s) for s in everyone), 5), \
         [_epoll_masks(p.proc.pid, _server_side_inode(s)) for s in everyone]
+    assert metric(admin, "portcullis_connections_idle_cold") == len(everyone)
 
     for s in after_request + after_handshake:
         s.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -493,6 +495,9 @@ def test_connections_idle_for_seconds_are_still_served_and_noticed_when_the_clie
     assert wait_until(gone, 5), "the proxy kept its end of a connection the client closed"
     for s in after_request + after_handshake:
         s.close()
+    assert wait_until(lambda: metric(admin, "portcullis_connections_idle_cold") == 0, 5), \
+        metric(admin, "portcullis_connections_idle_cold")
+    assert metric(admin, "portcullis_connections_active") == 0
     p.stop()
 
 
@@ -727,9 +732,9 @@ def test_upstream_closing_kept_alive_connections_costs_the_client_nothing(env):
     assert [(m, path, n) for _, m, path, n in up.seen] == [
         ("GET", "/1", 0), ("GET", "/2", 0), ("POST", "/p", 5), ("GET", "/3", 0), ("POST", "/p", 5)], up.seen
     assert [c for c, *_ in up.seen] == [1, 2, 3, 4, 5]
+    assert p.stop() == 0
     log = [l for l in p.access_log() if l.get("url.path")]
     assert [l["http.response.status_code"] for l in log] == [200] * 5
-    assert p.stop() == 0
     up.close()
 
 
