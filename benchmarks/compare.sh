@@ -7,12 +7,12 @@
 # See benchmarks/README.md. Everything it starts is stopped on exit.
 #
 # Environment (defaults in brackets):
-#   ROUNDS [3]            rounds of the keep-alive, open-loop and handshake scenarios
+#   ROUNDS [5]            rounds of the keep-alive, open-loop and handshake scenarios
 #   RUN_SECONDS [5]       measured seconds per run (after 1 s of warm-up)
 #   CONNS [32]            connections of the keep-alive and open-loop runs
 #   HANDSHAKE_CONNS [16]  connections of the handshake run
 #   OPEN_RATE [auto]      open-loop rate; auto = half the slowest keep-alive median, rounded
-#   UPLOAD_BYTES [1e9]    UPLOAD_ROUNDS [3]
+#   UPLOAD_BYTES [1e9]    UPLOAD_ROUNDS [5]
 #   IDLE_CONNS [10000]    IDLE_ROUNDS [1]  IDLE_HOLD [4]
 #   WORKERS [2]           worker threads/processes of every proxy
 #   PROXIES ["portcullis haproxy nginx"]
@@ -30,13 +30,13 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 RUN_SECONDS=${RUN_SECONDS:-5}
 CONNS=${CONNS:-32}
 HANDSHAKE_CONNS=${HANDSHAKE_CONNS:-16}
 OPEN_RATE=${OPEN_RATE:-auto}
 UPLOAD_BYTES=${UPLOAD_BYTES:-1000000000}
-UPLOAD_ROUNDS=${UPLOAD_ROUNDS:-3}
+UPLOAD_ROUNDS=${UPLOAD_ROUNDS:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_ROUNDS=${IDLE_ROUNDS:-1}
 IDLE_HOLD=${IDLE_HOLD:-4}
