@@ -85,11 +85,15 @@ awaitable<error_code> TlsSocket::handshake() {
     ERR_clear_error();
     int r = SSL_do_handshake(ssl_);
     if (r == 1) {
-      // From now on, room for four full records per read(): a streamed body costs a quarter of
-      // the reads. Not during the handshake, whose flights are small: a 66 KiB buffer per
+      // From now on, room for three full records per read(): a streamed body costs a third of
+      // the reads. Not during the handshake, whose flights are small: a 49 KiB buffer per
       // connection being set up would only fragment the heap. The buffer exists only while a
-      // read is in progress (SSL_MODE_RELEASE_BUFFERS).
-      SSL_set_default_read_buffer_len(ssl_, 4 * (SSL3_RT_MAX_PLAIN_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD + SSL3_RT_HEADER_LENGTH));
+      // read is in progress (SSL_MODE_RELEASE_BUFFERS), so it is freed and allocated again
+      // each time a read empties it. Measured: four records (66,580 bytes) cost 10-16 % more
+      // CPU per GB uploaded than three (benchmarks/README.md, session 10). Likely why: glibc's
+      // free() of a chunk of 64 KiB or more also consolidates the arena's small free chunks and
+      // tries to trim the heap (the reason net::Buffer caches its 64 KiB buffers).
+      SSL_set_default_read_buffer_len(ssl_, 3 * (SSL3_RT_MAX_PLAIN_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD + SSL3_RT_HEADER_LENGTH));
       co_return error_code{};
     }
     int e = SSL_get_error(ssl_, r);
