@@ -20,8 +20,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from harness import (Pki, Proxy, RecordingUpstream, curl, free_port, keepalive_requests, paths_rule, sidecar_config,
-                     tmpdir, wait_until)
+from harness import (Pki, Proxy, RecordingUpstream, curl, free_port, keepalive_requests, metric, paths_rule,
+                     sidecar_config, tmpdir, wait_until)
 
 
 def config(pki, upstream, paths='["/allowed/**"]'):
@@ -407,8 +407,7 @@ def test_connections_handed_between_workers_are_served_and_counted(env):
         for _ in range(16):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
             conns.append(client_tls_context(pki, "alice").wrap_socket(s, server_hostname="localhost"))
-        text = get(admin, "/metrics")[1]
-        assert sum(samples(text, "portcullis_connections_active").values()) == 16
+        assert metric(admin, "portcullis_connections_active") == 16
         for i, s in enumerate(conns):
             s.sendall(f"GET /allowed/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         for s in conns:
@@ -419,13 +418,8 @@ def test_connections_handed_between_workers_are_served_and_counted(env):
         assert sorted(r["path"] for r in up.requests) == sorted(f"/allowed/{i}" for i in range(16))
         for s in conns:
             s.close()
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            text = get(admin, "/metrics")[1]
-            if sum(samples(text, "portcullis_connections_active").values()) == 0:
-                break
-            time.sleep(0.1)
-        assert sum(samples(text, "portcullis_connections_active").values()) == 0, text
-        assert sum(samples(text, "portcullis_connections_total").values()) == 16
+        assert wait_until(lambda: metric(admin, "portcullis_connections_active") == 0, 10), \
+            get(admin, "/metrics")[1]
+        assert metric(admin, "portcullis_connections_total") == 16
     finally:
         assert p.stop() == 0
