@@ -9,7 +9,11 @@ per-round results into one line per scenario with medians and the ratio to the b
       RESULTS is a TSV of "scenario proxy round value"; prints
       SCENARIO portcullis=X haproxy=Y nginx=Z ratio_vs_best=R
       where R > 1 always means Portcullis did better than the best peer (portcullis/best for
-      `high`-is-better metrics, best/portcullis for `low`-is-better ones).
+      `high`-is-better metrics, best/portcullis for `low`-is-better ones), followed by
+      paired_ratio=P: the same ratio taken in each round (against that round's best peer), then
+      the median of those. The proxies of one round run back to back, so a slow minute of a
+      shared machine weighs on all of them alike in P; R compares medians taken from different
+      minutes. R is the target; P says how much of R is the machine.
 """
 import json
 import statistics
@@ -61,26 +65,35 @@ def fmt(v):
     return f"{v:.3g}"
 
 
+def ratio_vs_best(ours, peers, better):
+    """Portcullis against the best of peers, above 1 when Portcullis is better; None if undefined."""
+    if ours is None or not peers:
+        return None
+    if better == "high":
+        best = max(peers)
+        return ours / best if best > 0 else None
+    return min(peers) / ours if ours > 0 else None
+
+
 def line(results, scenario, better):
-    values = {p: [] for p in PROXIES}
+    by_round = {p: {} for p in PROXIES}  # proxy -> round -> value
     with open(results) as f:
         for row in f:
             parts = row.split()
-            if len(parts) == 4 and parts[0] == scenario and parts[1] in values and parts[3] != "n/a":
-                values[parts[1]].append(float(parts[3]))
-    med = {p: (statistics.median(v) if v else None) for p, v in values.items()}
-    peers = [med[p] for p in PROXIES[1:] if med[p] is not None]
-    ratio = "n/a"
-    if med["portcullis"] is not None and peers:
-        if better == "high":
-            best = max(peers)
-            ratio = f"{med['portcullis'] / best:.2f}" if best > 0 else "n/a"
-        else:
-            best = min(peers)
-            ratio = f"{best / med['portcullis']:.2f}" if med["portcullis"] > 0 else "n/a"
-    rounds = max(len(v) for v in values.values())
+            if len(parts) == 4 and parts[0] == scenario and parts[1] in by_round and parts[3] != "n/a":
+                by_round[parts[1]][parts[2]] = float(parts[3])
+    med = {p: (statistics.median(v.values()) if v else None) for p, v in by_round.items()}
+    ratio = ratio_vs_best(med["portcullis"], [med[p] for p in PROXIES[1:] if med[p] is not None], better)
+    paired = []
+    for r, ours in by_round["portcullis"].items():
+        x = ratio_vs_best(ours, [by_round[p][r] for p in PROXIES[1:] if r in by_round[p]], better)
+        if x is not None:
+            paired.append(x)
+    rounds = max(len(v) for v in by_round.values())
     cells = " ".join(f"{p}={fmt(med[p])}" for p in PROXIES)
-    print(f"{scenario} {cells} ratio_vs_best={ratio}  (median of {rounds}; {better}er is better)")
+    show = lambda x: "n/a" if x is None else f"{x:.2f}"
+    print(f"{scenario} {cells} ratio_vs_best={show(ratio)} paired_ratio={show(statistics.median(paired) if paired else None)}"
+          f"  (median of {rounds}; {better}er is better)")
 
 
 def main(argv):

@@ -2,8 +2,9 @@
 # Portcullis against HAProxy and nginx on loopback, doing the same job: TLS 1.3 with the same
 # ECDSA P-256 certificates, client certificate required, the same allowlist, the same upstream,
 # two workers each. Loads are identical and interleaved over rounds; each scenario prints
-#   SCENARIO portcullis=X haproxy=Y nginx=Z ratio_vs_best=R
-# with medians, where R > 1 always means Portcullis did better than the best peer.
+#   SCENARIO portcullis=X haproxy=Y nginx=Z ratio_vs_best=R paired_ratio=P
+# with medians, where R > 1 always means Portcullis did better than the best peer, and P is the
+# median of the same ratio taken round by round (bench_stats.py says why both).
 # See benchmarks/README.md. Everything it starts is stopped on exit.
 #
 # Environment (defaults in brackets):

@@ -269,7 +269,8 @@ SCENARIOS = {  # scenario -> which way is better
     "handshake_cpu_us_per_conn": "low", "upload_MBps": "high", "idle_rss_KiB_per_conn": "low",
     "idle_rss_baseline_MiB": "low", "idle_rss_total_MiB": "low",
 }
-LINE = re.compile(r"^(\w+)(?:@\d+rps)? portcullis=(\S+) haproxy=(\S+) nginx=(\S+) ratio_vs_best=(\S+)")
+LINE = re.compile(r"^(\w+)(?:@\d+rps)? portcullis=(\S+) haproxy=(\S+) nginx=(\S+) ratio_vs_best=(\S+) "
+                  r"paired_ratio=(\S+)")
 
 
 def test_compare_runs_every_scenario_against_all_three_and_prints_honest_ratios():
@@ -285,7 +286,7 @@ def test_compare_runs_every_scenario_against_all_three_and_prints_honest_ratios(
         if m:
             seen[m.group(1)] = [float(v) for v in m.groups()[1:]]
     assert set(seen) == set(SCENARIOS), p.stdout
-    for scenario, (ours, haproxy, nginx, ratio) in seen.items():
+    for scenario, (ours, haproxy, nginx, ratio, paired) in seen.items():
         assert ours > 0 and haproxy > 0 and nginx > 0, (scenario, seen[scenario])
         # The ratio is Portcullis against the best peer, above 1 when Portcullis is better.
         if SCENARIOS[scenario] == "high":
@@ -293,11 +294,44 @@ def test_compare_runs_every_scenario_against_all_three_and_prints_honest_ratios(
         else:
             want = min(haproxy, nginx) / ours
         assert ratio == pytest.approx(want, abs=0.011, rel=0.02), (scenario, seen[scenario])
+        assert paired == ratio, (scenario, seen[scenario])  # one round: the same comparison
     reference = re.search(r"^reference aes128gcm_1core_MBps=(\d+) loopback_tcp_MBps=(\d+) direct_upstream_rps=(\d+) "
                           r"direct_upstream_p99_us=(\d+) direct_upload_MBps=(\d+)", p.stdout, re.M)
     assert reference and all(int(v) > 0 for v in reference.groups()), p.stdout
     assert re.search(r"^crosscheck against \w+, 8 connections, 1 thread: ab_k_rps=[1-9]\d* loadgen_rps=[1-9]\d*",
                      p.stdout, re.M), p.stdout
+
+
+def stats_line(rows, scenario, better):
+    d = tmpdir()
+    try:
+        path = os.path.join(d, "results.tsv")
+        with open(path, "w") as f:
+            f.writelines(" ".join(map(str, r)) + "\n" for r in rows)
+        p = subprocess.run(["python3", os.path.join(BENCH, "bench_stats.py"), "line", path, scenario, better],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_paired_ratio_compares_each_round_with_its_own_best_peer():
+    # Round 1 was a slow minute for Portcullis only in the medians' eyes: taken round by round,
+    # Portcullis beat the best peer in rounds 0 and 2 (by 11 %) and lost round 1.
+    rows = [("upload_MBps", "portcullis", 0, 10), ("upload_MBps", "haproxy", 0, 9), ("upload_MBps", "nginx", 0, 1),
+            ("upload_MBps", "portcullis", 1, 20), ("upload_MBps", "haproxy", 1, 25), ("upload_MBps", "nginx", 1, 1),
+            ("upload_MBps", "portcullis", 2, 30), ("upload_MBps", "haproxy", 2, 27), ("upload_MBps", "nginx", 2, 1)]
+    out = stats_line(rows, "upload_MBps", "high")
+    assert out.startswith("upload_MBps portcullis=20.0 haproxy=25.0 nginx=1 ratio_vs_best=0.80 paired_ratio=1.11 "), out
+    # Lower is better: each round's best peer is its fastest; a peer missing in a round (n/a) is
+    # left out of that round only; a round without Portcullis is left out.
+    rows = [("p99", "portcullis", 0, 2), ("p99", "haproxy", 0, 4), ("p99", "nginx", 0, 3),
+            ("p99", "portcullis", 1, 8), ("p99", "haproxy", 1, 4), ("p99", "nginx", 1, "n/a"),
+            ("p99", "portcullis", 2, 5), ("p99", "haproxy", 2, 6), ("p99", "nginx", 2, 10),
+            ("p99", "haproxy", 3, 1), ("p99", "nginx", 3, 1)]
+    out = stats_line(rows, "p99", "low")
+    assert out.startswith("p99 portcullis=5 haproxy=4 nginx=3 ratio_vs_best=0.60 paired_ratio=1.20 "), out
 
 
 @pytest.fixture
