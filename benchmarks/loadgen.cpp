@@ -187,6 +187,7 @@ class Connection {
     tls_.reset();
     plain_.reset();
     head_ = tail_ = 0;
+    unconfirmed_ = false;
   }
 
   void expire_if_due(Clock::time_point now) {
@@ -220,7 +221,10 @@ class Connection {
     auto [hec] = co_await tls_->async_handshake(ssl::stream_base::client, kUseTuple);
     disarm();
     if (hec) co_return failure(ErrorKind::handshake);
-    ++worker_.stats.handshakes;
+    // Not counted yet: in TLS 1.3 the client's side of the handshake is complete before the
+    // server has checked the client certificate. A server that refuses it answers the first
+    // request with an alert instead (exchange() counts that as a handshake error).
+    unconfirmed_ = true;
     std::call_once(run_.tls_noted, [&] {
       run_.tls_version = SSL_get_version(tls_->native_handle());
       run_.tls_cipher = SSL_get_cipher_name(tls_->native_handle());
@@ -228,8 +232,24 @@ class Connection {
     co_return std::nullopt;
   }
 
+  // Counts the handshake of this connection, once: the server answered on it, or (idle mode,
+  // no request) the client's side completed and the connection is watched for a drop.
+  void confirm_handshake() {
+    if (std::exchange(unconfirmed_, false)) ++worker_.stats.handshakes;
+  }
+
   // Sends the request (head and body) and reads one response.
   asio::awaitable<Outcome> exchange() {
+    Outcome out = co_await exchange_once();
+    // Nothing came back on a new TLS connection: the server refused the handshake (a TLS 1.3
+    // server checks the client certificate after the client has finished).
+    if (out.error && unconfirmed_ && (*out.error == ErrorKind::read || *out.error == ErrorKind::closed ||
+                                      *out.error == ErrorKind::write))
+      out.error = ErrorKind::handshake;
+    co_return out;
+  }
+
+  asio::awaitable<Outcome> exchange_once() {
     Outcome out;
     if (auto err = co_await send_request(out)) {
       out.error = err;
@@ -275,6 +295,7 @@ class Connection {
       }
       tail_ += n;
       out.received += n;
+      confirm_handshake();
     }
     out.status = parser_.status();
     out.keep_alive = out.keep_alive && parser_.keep_alive();
@@ -364,6 +385,7 @@ class Connection {
   std::optional<ssl::stream<tcp::socket>> tls_;
   Clock::time_point deadline_ = Clock::time_point::max();
   bool timed_out_ = false;
+  bool unconfirmed_ = false;  // TLS handshake done on our side, not yet answered on
   std::vector<char> buffer_;
   std::size_t head_ = 0;  // unparsed bytes are buffer_[head_, tail_)
   std::size_t tail_ = 0;
@@ -458,6 +480,7 @@ asio::awaitable<void> idle_opener(Worker& w, Run& run, IdleState& st) {
     if (i >= run.opt.idle_connections) break;
     auto conn = std::make_unique<Connection>(w, run);
     std::optional<ErrorKind> err = co_await conn->open();
+    if (!err && !run.opt.idle_request) conn->confirm_handshake();
     if (!err && run.opt.idle_request) {
       Outcome out = co_await conn->exchange();
       err = out.error;
