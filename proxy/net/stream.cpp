@@ -90,9 +90,9 @@ awaitable<error_code> TlsSocket::handshake() {
       // connection being set up would only fragment the heap. The buffer exists only while a
       // read is in progress (SSL_MODE_RELEASE_BUFFERS), so it is freed and allocated again
       // each time a read empties it. Measured: four records (66,580 bytes) cost 10-16 % more
-      // CPU per GB uploaded than three (benchmarks/README.md, session 10). Likely why: glibc's
-      // free() of a chunk of 64 KiB or more also consolidates the arena's small free chunks and
-      // tries to trim the heap (the reason net::Buffer caches its 64 KiB buffers).
+      // CPU per GB uploaded than three (benchmarks/README.md, session 10). Why is not known:
+      // keeping the buffer for a whole body, so that no read frees it, was not faster
+      // (session 11), so it is not the cost of freeing a 64 KiB chunk.
       SSL_set_default_read_buffer_len(ssl_, 3 * (SSL3_RT_MAX_PLAIN_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD + SSL3_RT_HEADER_LENGTH));
       co_return error_code{};
     }
