@@ -1035,8 +1035,16 @@ class IdleParking final : public IdleConnections {
         return;
       }
       // The kernel refused (the user's epoll watch limit, memory): it stays in asio, and no
-      // connection of this worker tries again for a while.
-      refused_until_ = std::chrono::steady_clock::now() + 10s;
+      // connection of this worker tries again for a while. Said once per pause: the rest of
+      // this sweep's connections are refused alike.
+      const int why = errno;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= refused_until_)
+        spdlog::warn("worker {}: the kernel refused to move an idle connection out of asio's reactor ({}); "
+                     "idle connections stay there (264 bytes more each) and this worker tries again in 10 s "
+                     "(is /proc/sys/fs/epoll/max_user_watches reached?)",
+                     w_.index, std::system_category().message(why));
+      refused_until_ = now + 10s;
       sock.assign(protocol_of(fd), fd, ec);
       if (ec) ::close(fd);
     }

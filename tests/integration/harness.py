@@ -322,7 +322,7 @@ class Proxy:
     # (conftest.py) instead of holding its ports for the rest of the run.
     started = []
 
-    def __init__(self, config_text, directory, extra_args=(), expect_ready=True, stdout=None):
+    def __init__(self, config_text, directory, extra_args=(), expect_ready=True, stdout=None, env=None):
         self.dir = directory
         self.config_path = os.path.join(directory, "portcullis.yaml")
         with open(self.config_path, "w") as f:
@@ -331,7 +331,8 @@ class Proxy:
         self.stdout_path = os.path.join(directory, "proxy.stdout")
         self.proc = subprocess.Popen([BIN, "run", "-c", self.config_path, *extra_args],
                                      stdout=open(self.stdout_path, "wb") if stdout is None else stdout,
-                                     stderr=open(self.stderr_path, "wb"))
+                                     stderr=open(self.stderr_path, "wb"),
+                                     env=None if env is None else {**os.environ, **env})
         Proxy.started.append(self)
         self.listeners = {}
         if expect_ready:

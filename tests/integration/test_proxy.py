@@ -544,6 +544,65 @@ def test_a_connection_idle_outside_asio_still_closes_at_the_idle_timeout_and_on_
     _sigterm_closes_at_once(p, idle)
 
 
+def _refuse_cold_epoll_shim(directory):
+    """Builds tests/integration/shims/refuse_cold_epoll.c (an LD_PRELOAD library) into directory."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shims", "refuse_cold_epoll.c")
+    out = os.path.join(directory, "refuse_cold_epoll.so")
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", out, src, "-ldl"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_when_the_kernel_refuses_the_idle_epoll_set_connections_stay_in_asio_and_are_served(env):
+    """The move of an idle connection out of asio (IdleParking) adds its socket to the worker's
+    own epoll set, which the kernel can refuse (ENOSPC once the user's epoll watch limit,
+    /proc/sys/fs/epoll/max_user_watches, is reached). A shim makes every such addition fail.
+    The connections must stay in asio's reactor and be served as before; the refusal is said in
+    the log, once per worker and pause, not once per connection; and a worker that was refused
+    does not try again at each one-second sweep."""
+    d, pki, up = env
+    refusals_path = os.path.join(d, "refusals")
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    # ASan insists on being the first library loaded; the shim comes first here.
+    p = Proxy(http_config(pki, up.address, top="admin: { address: 127.0.0.1:0 }"), d,
+              env={"LD_PRELOAD": _refuse_cold_epoll_shim(d), "REFUSE_COLD_EPOLL_LOG": refusals_path,
+                   "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"})
+    port, admin = p.port("inbound"), p.port("admin")
+
+    def refusals():
+        try:
+            with open(refusals_path) as f:
+                return len(f.readlines())
+        except FileNotFoundError:
+            return 0
+
+    idle = [_tls_keepalive_get(pki, port, b"/first") for _ in range(6)]  # both workers
+    assert wait_until(lambda: refusals() > 0, 5), "no connection was offered to the idle epoll set"
+    time.sleep(1.5)  # the sweeps that made the first attempts are over
+    first = refusals()
+    assert first <= len(idle), f"{first} refused attempts for {len(idle)} connections: some were tried twice"
+    time.sleep(3)  # three more sweeps of each worker, all inside the ten-second pause
+    assert refusals() == first, "a refused worker tried again at the next sweeps"
+
+    for s in idle:
+        masks = _epoll_masks(p.proc.pid, _server_side_inode(s))
+        assert len(masks) == 1 and masks[0] & EPOLLET, f"not (only) in asio's reactor: {masks}"
+    assert metric(admin, "portcullis_connections_idle_cold") == 0
+    for s in idle:
+        s.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _, rest = read_response(s)
+        assert head is not None and head.startswith(b"HTTP/1.1 200"), head
+    assert up.paths().count("/again") == len(idle)
+
+    said = re.findall(r"worker (\d+): the kernel refused to move an idle connection out of asio's reactor "
+                      r"\(No space left on device\)", p.stderr())
+    assert said and len(said) == len(set(said)), p.stderr()
+    for s in idle:
+        s.close()
+    assert wait_until(lambda: metric(admin, "portcullis_connections_active") == 0, 5)
+    p.stop()
+
+
 def test_default_deny_without_rules(env):
     d, pki, up = env
     cfg = http_config(pki, up.address).replace('      - name: everything\n        http: { paths: ["/**"] }\n', "")
