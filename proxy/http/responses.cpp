@@ -39,11 +39,12 @@ std::string_view reason_phrase(int status) {
   }
 }
 
-std::string json_response(int status, std::string_view body, bool close) {
+std::string json_response(int status, std::string_view body, Persistence persistence) {
   std::string out = "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase(status)) +
                     "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
                     "\r\nCache-Control: no-store\r\n";
-  if (close) out += "Connection: close\r\n";
+  if (persistence == Persistence::close) out += "Connection: close\r\n";
+  else if (persistence == Persistence::keep_http10) out += "Connection: keep-alive\r\n";
   out += "\r\n";
   out += body;
   return out;

@@ -7,8 +7,13 @@
 
 namespace portcullis::http {
 
-// A complete HTTP/1.1 response with a JSON body. close: adds `Connection: close`.
-std::string json_response(int status, std::string_view body, bool close);
+// What a response says about its connection. An HTTP/1.1 client keeps the connection unless
+// told `Connection: close`; an HTTP/1.0 client keeps it only when told `Connection: keep-alive`
+// (RFC 9112 9.3, RFC 2068 19.7.1): without it, it waits for the server to close (ab -k does).
+enum class Persistence { close, keep, keep_http10 };
+
+// A complete HTTP/1.1 response with a JSON body.
+std::string json_response(int status, std::string_view body, Persistence persistence);
 
 // 403 for a policy denial: plain JSON on http listeners, a Kubernetes Status on kubernetes
 // listeners (kubectl prints "Error from server (Forbidden): <message>"), {"message": ...} on

@@ -293,7 +293,7 @@ class HttpSession {
   net::awaitable<bool> refuse(int status, std::string_view kind, std::string reason) {
     observe::count_refusal(w_.metrics, listener(), status);
     auto body = http::error_body(lrt_->cfg.protocol, status, kind, reason);
-    auto resp = http::json_response(status, body, true);
+    auto resp = http::json_response(status, body, http::Persistence::close);
     deadline_.arm(ms(limits().idle_timeout_ms), "write timeout");
     co_await down_.write_all(asio::buffer(resp));
     rq_->record.outcome = "error";
@@ -356,6 +356,8 @@ class HttpSession {
 
     if (req.version != 11 && req.version != 10)
       co_return co_await refuse(505, "bad_version", "only HTTP/1.0 and HTTP/1.1 are served");
+    rq_->keep_alive = req.keep_alive();  // HTTP/1.1 without `close`, HTTP/1.0 with `keep-alive`
+    rq_->http10 = req.version == 10;
     if (auto why = http::check_request_fields(req.fields); !why.empty()) co_return co_await refuse_framing(std::move(why));
     auto target = policy::normalize_target(req.method, req.target);
     if (!target.ok) co_return co_await refuse(400, "bad_request", "request target refused: " + target.error);
@@ -624,8 +626,9 @@ class HttpSession {
       rq_->record.status = resp.status;
       bool informational = resp.status >= 100 && resp.status < 200;
       if (informational && resp.status != 101) {
-        // 100 Continue and friends: pass on, then read the final response.
-        if (resp.status != 100) {
+        // 100 Continue and friends: pass on, then read the final response. Never to an HTTP/1.0
+        // client, which cannot tell one from the final response (RFC 9110 15.2).
+        if (resp.status != 100 && req.version == 11) {
           std::string h = "HTTP/1.1 " + std::to_string(resp.status) + " " + resp.reason + "\r\n";
           for (const auto& f : resp.fields)
             if (!is_hop_by_hop(f.name)) h += f.name + ": " + f.value + "\r\n";
@@ -671,6 +674,7 @@ class HttpSession {
       else if (length) h += "content-length: " + std::to_string(*length) + "\r\n";
     }
     if (!switching && !keep_client) h += "connection: close\r\n";
+    else if (!switching && !client_11) h += "connection: keep-alive\r\n";  // or an HTTP/1.0 client waits for our close
     h += "\r\n";
     bool complete = true;
     if (body_with_head) {
@@ -785,13 +789,16 @@ class HttpSession {
     rq_->record.reason = reason;
     rq_->record.rule = rule;
     auto body = http::denial_body(lrt_->cfg.protocol, rule, reason);
-    // With a body we did not read, the connection cannot be reused safely.
-    auto resp = http::json_response(403, body, has_body);
+    // With a body we did not read, the connection cannot be reused safely. Otherwise it is kept
+    // as the client asked (an HTTP/1.0 client is told so, or it waits for us to close).
+    const bool keep = !has_body && rq_->keep_alive && !w_.draining;
+    auto persistence = !keep ? http::Persistence::close : rq_->http10 ? http::Persistence::keep_http10 : http::Persistence::keep;
+    auto resp = http::json_response(403, body, persistence);
     deadline_.arm(ms(limits().idle_timeout_ms), "client write timeout");
     auto ec = co_await down_.write_all(asio::buffer(resp));
     rq_->bytes_out += resp.size();
     finish_record();
-    co_return !has_body && !ec;
+    co_return keep && !ec;
   }
 
   // A kept connection must be checked first: closed by the upstream, or holding bytes nobody
@@ -973,6 +980,8 @@ class HttpSession {
     std::string path, query, scratch;
     std::uint64_t bytes_in = 0, bytes_out = 0;
     std::chrono::steady_clock::time_point start;
+    bool keep_alive = false;  // the client asked to keep the connection (set once the head is parsed)
+    bool http10 = false;
   };
   RequestState* rq_ = nullptr;  // the request being served (set by serve_one and log_connection_error)
 };

@@ -49,6 +49,63 @@ def test_keepalive_reuses_one_client_connection(env):
     assert all(l["event.outcome"] == "allow" and l["http.response.status_code"] == 200 for l in log)
 
 
+PERSISTENCE_CASES = [  # request version, its Connection header, kept?, the Connection header we must answer with
+    ("1.0", None, False, "close"),
+    ("1.0", "Keep-Alive", True, "keep-alive"),  # an HTTP/1.0 client keeps only a connection it is told is kept
+    ("1.1", None, True, None),
+    ("1.1", "close", False, "close"),
+]
+
+
+@pytest.mark.parametrize("path", ["/api/allowed", "/denied"])
+@pytest.mark.parametrize("version,asked,kept,answer", PERSISTENCE_CASES)
+def test_the_connection_is_kept_or_closed_as_the_client_asked_and_it_is_told_which(env, path, version, asked, kept,
+                                                                                    answer):
+    """RFC 9112 9.3 and 9.6, for a proxied response and for our own 403 alike: an HTTP/1.1 client
+    keeps its connection unless it sends `close`, and then we close after the response; an
+    HTTP/1.0 client keeps it only with `keep-alive`, and only when the response says
+    `Connection: keep-alive` (without it the client waits for our close, as ab -k does)."""
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address, rules=paths_rule("api", '["/api/**"]')), d)
+    s = client_tls_context(pki, "alice").wrap_socket(socket.create_connection(("127.0.0.1", p.port("inbound")), timeout=5),
+                                                     server_hostname="localhost")
+    conn = f"Connection: {asked}\r\n" if asked else ""
+    s.sendall(f"GET {path} HTTP/{version}\r\nHost: x\r\n{conn}\r\n".encode())
+    head, body, rest = read_response(s)
+    assert head is not None and head.split(b" ")[1] == (b"200" if path == "/api/allowed" else b"403"), head
+    said = [l.split(b":", 1)[1].strip().lower() for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"connection:")]
+    assert said == ([answer.encode()] if answer else []), head
+    s.settimeout(2)
+    if kept:
+        # Still open, and it serves the next request.
+        s.sendall(f"GET /api/again HTTP/{version}\r\nHost: x\r\n{conn}\r\n".encode())
+        head, _, _ = read_response(s, rest)
+        assert head is not None and head.startswith(b"HTTP/1.1 200"), head
+    else:
+        assert rest == b"" and s.recv(100) == b"", "the connection should have been closed after the response"
+    s.close()
+    p.stop()
+
+
+def test_ab_keep_alive_over_http10_completes_every_request(env):
+    """ApacheBench speaks HTTP/1.0 with `Connection: Keep-Alive` and keeps a connection only when the
+    response says so: before the fix each connection's first response never ended for it."""
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    crt, key = pki.client("alice")
+    pem = os.path.join(d, "alice.pem")
+    with open(pem, "w") as f:
+        f.write(open(crt).read() + open(key).read())
+    r = subprocess.run(["ab", "-k", "-c", "4", "-n", "400", "-s", "10", "-E", pem, f"https://127.0.0.1:{p.port('inbound')}/ab"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for want in ("Complete requests:      400", "Failed requests:        0", "Keep-Alive requests:    400"):
+        assert want in r.stdout, r.stdout
+    assert "Non-2xx" not in r.stdout, r.stdout
+    assert up.paths().count("/ab") == 400
+    p.stop()
+
+
 def test_identity_header_is_ours_not_the_clients(env):
     d, pki, up = env
     p = Proxy(http_config(pki, up.address), d)
@@ -705,7 +762,8 @@ class ScriptedUpstream:
     """An upstream that treats the Nth request it receives (on any connection) as script[N]:
     "answer" (200 with keep-alive framing, then close, like a server whose keep-alive timeout
     just passed), "keep" (200, connection kept), "stray" (200, then 0.1 s later a second response
-    nobody asked for, connection kept), or "drop" (close without answering); after the script,
+    nobody asked for, connection kept), "hints" (103 Early Hints, then 200, connection kept), or
+    "drop" (close without answering); after the script,
     "answer". Records (connection number, method, path, body bytes) of every request."""
 
     def __init__(self, script=()):
@@ -758,6 +816,8 @@ class ScriptedUpstream:
                 action = self.script[len(self.seen) - 1] if len(self.seen) <= len(self.script) else "answer"
                 if action == "drop":
                     break
+                if action == "hints":
+                    c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 if action == "stray":
                     time.sleep(0.1)  # after the proxy has read the answer: a second, unasked response
@@ -776,6 +836,28 @@ def get(path):
 
 
 POST = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def test_an_interim_response_reaches_http11_clients_only(env):
+    """A 103 Early Hints from the upstream is passed on to an HTTP/1.1 client, before the final
+    response; an HTTP/1.0 client gets the final response only (RFC 9110 15.2: it cannot tell
+    a 1xx from the final response)."""
+    d, pki, _ = env
+    up = ScriptedUpstream(["hints", "hints"])
+    p = Proxy(http_config(pki, up.address), d)
+    for version, want_hints in (("1.1", True), ("1.0", False)):
+        close = "Connection: close\r\n" if version == "1.1" else ""  # both end after the response
+        out = raw_exchange(p.port("inbound"), f"GET /h HTTP/{version}\r\nHost: x\r\n{close}\r\n".encode(), pki, "alice",
+                           timeout=5)
+        assert out.endswith(b"\r\n\r\nok"), out
+        if want_hints:
+            assert out.startswith(b"HTTP/1.1 103 Early Hints\r\n") and b"link: </style.css>; rel=preload" in out.lower(), out
+            assert out.count(b"HTTP/1.1 200 OK") == 1, out
+        else:
+            assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b" 103 " not in out, out
+    assert [r[2] for r in up.seen] == ["/h", "/h"]
+    up.close()
+    p.stop()
 
 
 def test_upstream_closing_kept_alive_connections_costs_the_client_nothing(env):
