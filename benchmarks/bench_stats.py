@@ -14,12 +14,17 @@ per-round results into one line per scenario with medians and the ratio to the b
       the median of those. The proxies of one round run back to back, so a slow minute of a
       shared machine weighs on all of them alike in P; R compares medians taken from different
       minutes. R is the target; P says how much of R is the machine.
+      With rows for portcullis_copy (an A/A control: a second, identical Portcullis), the line
+      ends with portcullis_copy=C copy_ratio=Q, Q being R with the copy as the only peer: two
+      identical proxies differ only by the machine's noise, so |Q - 1| is what a ratio of this
+      run can be trusted to. The copy is never one of the peers of R and P.
 """
 import json
 import statistics
 import sys
 
 PROXIES = ("portcullis", "haproxy", "nginx")
+COPY = "portcullis_copy"  # the A/A control, never a peer
 
 
 def load(path):
@@ -76,7 +81,7 @@ def ratio_vs_best(ours, peers, better):
 
 
 def line(results, scenario, better):
-    by_round = {p: {} for p in PROXIES}  # proxy -> round -> value
+    by_round = {p: {} for p in PROXIES + (COPY,)}  # proxy -> round -> value
     with open(results) as f:
         for row in f:
             parts = row.split()
@@ -92,8 +97,12 @@ def line(results, scenario, better):
     rounds = max(len(v) for v in by_round.values())
     cells = " ".join(f"{p}={fmt(med[p])}" for p in PROXIES)
     show = lambda x: "n/a" if x is None else f"{x:.2f}"
+    control = ""
+    if by_round[COPY]:
+        copy_ratio = ratio_vs_best(med["portcullis"], [med[COPY]], better)
+        control = f" {COPY}={fmt(med[COPY])} copy_ratio={show(copy_ratio)}"
     print(f"{scenario} {cells} ratio_vs_best={show(ratio)} paired_ratio={show(statistics.median(paired) if paired else None)}"
-          f"  (median of {rounds}; {better}er is better)")
+          f"{control}  (median of {rounds}; {better}er is better)")
 
 
 def main(argv):

@@ -16,7 +16,11 @@
 #   UPLOAD_BYTES [1e9]    UPLOAD_ROUNDS [5]
 #   IDLE_CONNS [10000]    IDLE_ROUNDS [1]  IDLE_HOLD [4]
 #   WORKERS [2]           worker threads/processes of every proxy
-#   PROXIES ["portcullis haproxy nginx"]
+#   PROXIES ["portcullis haproxy nginx"]; add portcullis_copy for an A/A control: a second
+#                         Portcullis, the same binary and config on its own ports, measured like
+#                         the others but never a peer. Each line then also prints
+#                         portcullis_copy=C copy_ratio=Q: Q is ratio_vs_best with the copy as the
+#                         only peer, so how far from 1 it lands is this run's noise (README)
 #   PORTCULLIS_BIN [build/portcullis]  the binary under test (scripts/build.sh builds it)
 #   BUILD_PORTCULLIS=1    build it instead, as a Release build in BUILD_DIR
 #   PORTCULLIS_IGNORE_SIGPIPE=1  start portcullis with SIGPIPE ignored (a workaround while a
@@ -50,7 +54,9 @@ base=${BENCH_PORT_BASE:-27400}
 upstream_port=$base
 sink_port=$((base + 1))
 admin_port=$((base + 2))
+copy_admin_port=$((base + 3))
 declare -A port=([portcullis]=$((base + 10)) [haproxy]=$((base + 11)) [nginx]=$((base + 12)))
+if [[ " $PROXIES " == *" portcullis_copy "* ]]; then port[portcullis_copy]=$((base + 13)); fi
 
 started=$(date +%s)
 run=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
@@ -111,9 +117,9 @@ sum_over_service() {  # sum_over_service NAME FILE AWK: AWK's output summed over
 rss_kib() { sum_over_service "$1" status '/^VmRSS:/ {print $2}'; }
 cpu_ticks() { sum_over_service "$1" stat '{print $14 + $15}'; }  # utime + stime, threads included
 
-render() {  # render TEMPLATE PORT UPSTREAM_PORT OUT
+render() {  # render TEMPLATE PORT UPSTREAM_PORT OUT [ADMIN_PORT]
   sed -e "s#@RUN@#$run#g" -e "s#@CERTS@#$run/certs#g" -e "s#@PORT@#$2#g" \
-      -e "s#@UPSTREAM_PORT@#$3#g" -e "s#@WORKERS@#$WORKERS#g" -e "s#@ADMIN_PORT@#$admin_port#g" \
+      -e "s#@UPSTREAM_PORT@#$3#g" -e "s#@WORKERS@#$WORKERS#g" -e "s#@ADMIN_PORT@#${5:-$admin_port}#g" \
       "$PEERS_DIR/$1" > "$4"
 }
 
@@ -139,7 +145,7 @@ else
   g++ -std=c++20 -O2 -I"$root" -DBOOST_ASIO_NO_DEPRECATED -DBOOST_ASIO_DISABLE_BOOST_COROUTINE \
     "$here/loadgen.cpp" -o "$loadgen" -lboost_json -lssl -lcrypto -pthread
 fi
-if [ "${BUILD_PORTCULLIS:-0}" = 1 ] && [[ " $PROXIES " == *" portcullis "* ]]; then
+if [ "${BUILD_PORTCULLIS:-0}" = 1 ] && [[ " $PROXIES " == *" portcullis"[\ _]* ]]; then
   if { [ $configured = 1 ] || configure; } && cmake --build "$BUILD_DIR" --target portcullis -j2 > "$run/build-portcullis.log" 2>&1; then
     portcullis_bin=$BUILD_DIR/portcullis
   else
@@ -159,7 +165,7 @@ log "built in $(( $(date +%s) - started ))s; $(haproxy -v | head -1 | cut -d' ' 
 certs=$run/certs
 ulimit -n 20000 2>/dev/null || true
 
-for p in $upstream_port $sink_port $admin_port "${port[@]}"; do
+for p in $upstream_port $sink_port $admin_port $copy_admin_port "${port[@]}"; do
   if listening "$p"; then echo "port $p is in use; set BENCH_PORT_BASE" >&2; exit 2; fi
 done
 
@@ -176,14 +182,15 @@ start_proxy() {  # start_proxy NAME UPSTREAM_PORT: returns 1 if it does not come
   upstream_of[$name]=$up
   echo "--- start $(date +%T) upstream $up" >> "$run/$name.out"
   case $name in
-    portcullis)
+    portcullis|portcullis_copy)
       [ -n "$portcullis_bin" ] && [ -x "$portcullis_bin" ] || return 1
-      conf=$run/portcullis.yaml
-      render portcullis.yaml "${port[$name]}" "$up" "$conf"
+      conf=$run/$name.yaml
+      render portcullis.yaml "${port[$name]}" "$up" "$conf" \
+        "$([ "$name" = portcullis_copy ] && echo "$copy_admin_port" || echo "$admin_port")"
       if [ "${PORTCULLIS_IGNORE_SIGPIPE:-0}" = 1 ]; then
-        (trap '' PIPE; exec "$portcullis_bin" run -c "$conf" --no-firewall >> "$run/portcullis.out" 2>&1) &
+        (trap '' PIPE; exec "$portcullis_bin" run -c "$conf" --no-firewall >> "$run/$name.out" 2>&1) &
       else
-        "$portcullis_bin" run -c "$conf" --no-firewall >> "$run/portcullis.out" 2>&1 &
+        "$portcullis_bin" run -c "$conf" --no-firewall >> "$run/$name.out" 2>&1 &
       fi
       ;;
     haproxy)
@@ -195,6 +202,10 @@ start_proxy() {  # start_proxy NAME UPSTREAM_PORT: returns 1 if it does not come
       conf=$run/nginx.conf
       render nginx.conf "${port[$name]}" "$up" "$conf"
       nginx -p "$run" -c "$conf" -e "$run/nginx-error.log" >> "$run/nginx.out" 2>&1 &
+      ;;
+    *)
+      log "unknown proxy '$name' in PROXIES (portcullis, portcullis_copy, haproxy, nginx)"
+      return 1
       ;;
   esac
   pid[$name]=$!
@@ -273,7 +284,7 @@ for name in $PROXIES; do
     stop "$name"
   fi
 done
-log "proxies under test: ${available[*]:-none} (${port[portcullis]} portcullis, ${port[haproxy]} haproxy, ${port[nginx]} nginx)"
+log "proxies under test: ${available[*]:-none} (${port[portcullis]} portcullis, ${port[haproxy]} haproxy, ${port[nginx]} nginx${port[portcullis_copy]:+, ${port[portcullis_copy]} portcullis_copy})"
 [ ${#available[@]} -gt 0 ] || { echo "no proxy came up" >&2; exit 2; }
 if [ "${CHECK_ONLY:-0}" = 1 ]; then
   for name in $PROXIES; do
