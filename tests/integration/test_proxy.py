@@ -762,8 +762,8 @@ class ScriptedUpstream:
     """An upstream that treats the Nth request it receives (on any connection) as script[N]:
     "answer" (200 with keep-alive framing, then close, like a server whose keep-alive timeout
     just passed), "keep" (200, connection kept), "stray" (200, then 0.1 s later a second response
-    nobody asked for, connection kept), "hints" (103 Early Hints, then 200, connection kept), or
-    "drop" (close without answering); after the script,
+    nobody asked for, connection kept), "hints" (103 Early Hints, then as "answer"), or "drop"
+    (close without answering); after the script,
     "answer". Records (connection number, method, path, body bytes) of every request."""
 
     def __init__(self, script=()):
@@ -822,7 +822,7 @@ class ScriptedUpstream:
                 if action == "stray":
                     time.sleep(0.1)  # after the proxy has read the answer: a second, unasked response
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY")
-                if action == "answer":
+                if action in ("answer", "hints"):
                     time.sleep(0.05)  # the proxy reads the response before the FIN follows
                     break
             c.close()
@@ -843,6 +843,8 @@ def test_an_interim_response_reaches_http11_clients_only(env):
     response; an HTTP/1.0 client gets the final response only (RFC 9110 15.2: it cannot tell
     a 1xx from the final response)."""
     d, pki, _ = env
+    # "hints" closes after the response: the stand-in serves one connection at a time, and the
+    # two requests may come through different workers, each with its own upstream connection.
     up = ScriptedUpstream(["hints", "hints"])
     p = Proxy(http_config(pki, up.address), d)
     for version, want_hints in (("1.1", True), ("1.0", False)):
