@@ -113,6 +113,30 @@ std::shared_ptr<Server::ListenerGroup> Server::bind_listener(const ListenerRunti
   g->max_connections = l.cfg.limits.max_connections;
   auto addr = asio::ip::make_address(l.cfg.address.host);
   std::uint16_t port = l.cfg.address.port;
+  // SO_REUSEPORT (one listening socket per worker) would also let any other process of this
+  // user bind the same address beside us, and the kernel would split the connections between
+  // the two: a second Portcullis started by mistake, with another policy, would serve part of
+  // the traffic and nobody would be told. So the address must first be free of everyone else,
+  // as nginx insists (its `reuseport` is opt-in). An address this process already listens on
+  // (a reload that renames a listener or changes its protocol) is ours to bind again.
+  bool ours = false;
+  for (const auto& [name, held] : groups_) ours = ours || held->address == l.cfg.address.str();
+  if (port != 0 && !ours) {
+    net::tcp_acceptor probe(workers_.front()->ioc);
+    net::tcp::endpoint ep(addr, port);
+    boost::system::error_code ec;
+    probe.open(ep.protocol(), ec);
+    if (!ec) probe.set_option(net::tcp::acceptor::reuse_address(true), ec);
+    if (!ec && addr.is_v6()) probe.set_option(asio::ip::v6_only(true), ec);
+    if (!ec) probe.bind(ep, ec);
+    if (ec == asio::error::address_in_use)
+      throw std::runtime_error("listener '" + l.cfg.name + "': cannot listen on " + l.cfg.address.str() +
+                               ": another process is listening there (another portcullis?); two would share "
+                               "its connections");
+    if (ec)
+      throw std::runtime_error("listener '" + l.cfg.name + "': cannot listen on " + l.cfg.address.str() + ": " +
+                               ec.message());
+  }  // the probe closes here, before the workers bind
   for (auto& w : workers_) {
     auto acc = std::make_unique<net::tcp_acceptor>(w->ioc);
     net::tcp::endpoint ep(addr, port);

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, keepalive_requests, metric, paths_rule,
-                     raw_exchange, read_response, sidecar_config, tmpdir, wait_until)
+                     free_port, raw_exchange, read_response, sidecar_config, tmpdir, wait_until)
 
 
 def http_config(pki, upstream, extra_listener="", rules=None, top=""):
@@ -660,6 +660,40 @@ def test_when_the_kernel_refuses_the_idle_epoll_set_connections_stay_in_asio_and
         s.close()
     assert wait_until(lambda: metric(admin, "portcullis_connections_active") == 0, 5)
     p.stop()
+
+
+def test_an_address_another_process_listens_on_is_refused_not_shared(env):
+    """Each worker listens with SO_REUSEPORT, which would let a second process of the same user
+    bind the address too, and the kernel would split the connections between them: a second
+    Portcullis started by mistake, with another policy, would silently serve part of the traffic.
+    It must refuse to start instead, whether the other listener is a Portcullis or any program
+    that set SO_REUSEPORT itself, and the first one keeps serving."""
+    d, pki, up = env
+    port = free_port()
+    cfg = http_config(pki, up.address).replace("address: 127.0.0.1:0", f"address: 127.0.0.1:{port}", 1)
+    first = Proxy(cfg, d)
+    d2 = os.path.join(d, "second")
+    os.mkdir(d2)
+    second = Proxy(cfg, d2, expect_ready=False)
+    assert second.proc.wait(20) != 0
+    assert (f"listener 'inbound': cannot listen on 127.0.0.1:{port}: another process is listening there "
+            "(another portcullis?)") in second.stderr(), second.stderr()
+    rc, out, err = curl(*curl_mtls(pki), "-w", "%{http_code}", f"https://localhost:{port}/still-the-first")
+    assert out.endswith(b"200"), (out, err)
+    first.stop()
+
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", port))
+    other.listen(8)
+    try:
+        third = Proxy(cfg, d2, expect_ready=False)
+        assert third.proc.wait(20) != 0
+        assert "another process is listening there" in third.stderr(), third.stderr()
+    finally:
+        other.close()
+    # Once the address is free again, it starts.
+    Proxy(cfg, d2).stop()
 
 
 def test_default_deny_without_rules(env):

@@ -7,7 +7,7 @@ import ssl
 import threading
 import time
 
-from harness import Pki, Proxy, RecordingUpstream, curl, paths_rule, sidecar_config, tmpdir
+from harness import Pki, Proxy, RecordingUpstream, curl, free_port, paths_rule, sidecar_config, tmpdir
 
 ECS_FIELDS = {"@timestamp", "event.outcome", "listener.name", "source.ip", "source.port",
               "bytes.in", "bytes.out", "duration_us"}
@@ -130,6 +130,30 @@ def test_listeners_added_and_removed_by_reload_leave_the_others_connected():
         refused = True
     assert refused, "the removed listener's port still accepts"
     assert status_of(held, "/after-removal") == 200
+    p.stop()
+    up.close()
+
+
+def test_a_listener_renamed_by_reload_keeps_its_address():
+    """A rename is a new listener on an address this process already listens on: it binds beside
+    the old one (SO_REUSEPORT within the process) before the old one closes, and the check that
+    keeps other processes off the address must not refuse it."""
+    d = tmpdir()
+    pki = Pki(d)
+    pki.client("alice")
+    up = RecordingUpstream()
+    port = free_port()
+    text = config(pki, up.address, '["/**"]').replace("address: 127.0.0.1:0", f"address: 127.0.0.1:{port}", 1)
+    p = Proxy(text, d)
+    with open(p.config_path, "w") as f:
+        f.write(text.replace("- name: inbound", "- name: renamed", 1))
+    p.proc.send_signal(signal.SIGHUP)
+    wait_for_log(p, "reload complete")
+    assert "reload rejected" not in p.stderr(), p.stderr()
+    assert f"listener 'renamed' ready on 127.0.0.1:{port}" in p.stderr(), p.stderr()
+    rc, out, err = curl("--cacert", pki.ca.ca_path, "--cert", pki.client("alice")[0], "--key", pki.client("alice")[1],
+                        "-w", "%{http_code}", f"https://localhost:{port}/after-rename")
+    assert out.endswith(b"200"), (out, err)
     p.stop()
     up.close()
 
