@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <future>
 #include <set>
@@ -113,47 +114,44 @@ std::shared_ptr<Server::ListenerGroup> Server::bind_listener(const ListenerRunti
   g->max_connections = l.cfg.limits.max_connections;
   auto addr = asio::ip::make_address(l.cfg.address.host);
   std::uint16_t port = l.cfg.address.port;
+  // Opens `a` and binds it to addr:at_port, with SO_REUSEPORT when reuse_port.
+  auto bind_to = [&addr](net::tcp_acceptor& a, std::uint16_t at_port, bool reuse_port) {
+    net::tcp::endpoint ep(addr, at_port);
+    boost::system::error_code ec;
+    a.open(ep.protocol(), ec);
+    if (!ec) a.set_option(net::tcp::acceptor::reuse_address(true), ec);
+    if (!ec && reuse_port) {
+      int one = 1;
+      if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        ec.assign(errno, boost::system::system_category());
+    }
+    if (!ec && addr.is_v6()) a.set_option(asio::ip::v6_only(true), ec);
+    if (!ec) a.bind(ep, ec);
+    return ec;
+  };
+  auto cannot_listen = [&l](const std::string& why) {
+    return std::runtime_error("listener '" + l.cfg.name + "': cannot listen on " + l.cfg.address.str() + ": " + why);
+  };
   // SO_REUSEPORT (one listening socket per worker) would also let any other process of this
   // user bind the same address beside us, and the kernel would split the connections between
   // the two: a second Portcullis started by mistake, with another policy, would serve part of
   // the traffic and nobody would be told. So the address must first be free of everyone else,
   // as nginx insists (its `reuseport` is opt-in). An address this process already listens on
   // (a reload that renames a listener or changes its protocol) is ours to bind again.
-  bool ours = false;
-  for (const auto& [name, held] : groups_) ours = ours || held->address == l.cfg.address.str();
+  const bool ours = std::any_of(groups_.begin(), groups_.end(),
+                                [&](const auto& held) { return held.second->address == l.cfg.address.str(); });
   if (port != 0 && !ours) {
     net::tcp_acceptor probe(workers_.front()->ioc);
-    net::tcp::endpoint ep(addr, port);
-    boost::system::error_code ec;
-    probe.open(ep.protocol(), ec);
-    if (!ec) probe.set_option(net::tcp::acceptor::reuse_address(true), ec);
-    if (!ec && addr.is_v6()) probe.set_option(asio::ip::v6_only(true), ec);
-    if (!ec) probe.bind(ep, ec);
+    auto ec = bind_to(probe, port, false);
     if (ec == asio::error::address_in_use)
-      throw std::runtime_error("listener '" + l.cfg.name + "': cannot listen on " + l.cfg.address.str() +
-                               ": another process is listening there (another portcullis?); two would share "
-                               "its connections");
-    if (ec)
-      throw std::runtime_error("listener '" + l.cfg.name + "': cannot listen on " + l.cfg.address.str() + ": " +
-                               ec.message());
+      throw cannot_listen("another process is listening there (another portcullis?); two would share its connections");
+    if (ec) throw cannot_listen(ec.message());
   }  // the probe closes here, before the workers bind
   for (auto& w : workers_) {
     auto acc = std::make_unique<net::tcp_acceptor>(w->ioc);
-    net::tcp::endpoint ep(addr, port);
-    boost::system::error_code ec;
-    acc->open(ep.protocol(), ec);
-    if (!ec) acc->set_option(net::tcp::acceptor::reuse_address(true), ec);
-    if (!ec) {
-      int one = 1;
-      if (::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-        ec.assign(errno, boost::system::system_category());
-    }
-    if (!ec && addr.is_v6()) acc->set_option(asio::ip::v6_only(true), ec);
-    if (!ec) acc->bind(ep, ec);
+    auto ec = bind_to(*acc, port, true);
     if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec)
-      throw std::runtime_error("listener '" + l.cfg.name + "': cannot listen on " + l.cfg.address.str() + ": " +
-                               ec.message());
+    if (ec) throw cannot_listen(ec.message());
     // Port 0 picks a free port once; the other workers share it.
     port = acc->local_endpoint().port();
     g->acceptors.push_back(std::move(acc));
