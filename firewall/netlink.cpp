@@ -657,53 +657,82 @@ int on_rule(const nlmsghdr* nlh, void* data) {
 
 }  // namespace
 
+namespace {
+
+// One netlink socket for the lookups below, bound and ready.
+struct Lookup {
+  SocketPtr nl;
+  std::vector<char> buf = std::vector<char>(1 << 16);
+  unsigned portid = 0;
+  std::uint32_t seq = static_cast<std::uint32_t>(std::time(nullptr));
+};
+
+ApplyResult open_lookup(Lookup& l) {
+  l.nl.reset(mnl_socket_open(NETLINK_NETFILTER));
+  if (!l.nl) return fail(errno, std::string("cannot open a netfilter netlink socket: ") + std::strerror(errno));
+  if (mnl_socket_bind(l.nl.get(), 0, MNL_SOCKET_AUTOPID) < 0)
+    return fail(errno, std::string("cannot bind the netlink socket: ") + std::strerror(errno));
+  l.portid = mnl_socket_get_portid(l.nl.get());
+  return {};
+}
+
+// NFT_MSG_GETTABLE for one table: ENOENT when it is not installed, EPERM without CAP_NET_ADMIN.
+ApplyResult ask_table(Lookup& l, const std::string& table) {
+  auto* get = nftnl_nlmsg_build_hdr(l.buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, l.seq);
+  TablePtr t(check_alloc(nftnl_table_alloc()));
+  nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table.c_str());
+  nftnl_table_nlmsg_build_payload(get, t.get());
+  if (mnl_socket_sendto(l.nl.get(), get, get->nlmsg_len) < 0)
+    return fail(errno, std::string("asking the kernel for the table failed: ") + std::strerror(errno));
+  for (;;) {
+    const ssize_t n = mnl_socket_recvfrom(l.nl.get(), l.buf.data(), l.buf.size());
+    if (n < 0) return fail(errno, std::string("reading the table failed: ") + std::strerror(errno));
+    const int rc = mnl_cb_run(l.buf.data(), static_cast<std::size_t>(n), l.seq, l.portid, nullptr, nullptr);
+    if (rc == MNL_CB_STOP) return {};
+    if (rc < 0) {
+      const int code = errno;
+      if (code == EPERM) return fail(code, "reading the firewall table needs CAP_NET_ADMIN");
+      if (code == ENOENT) return fail(code, "table inet " + table + " is not installed");
+      return fail(code, std::string("reading the table failed: ") + std::strerror(code));
+    }
+  }
+}
+
+}  // namespace
+
+ApplyResult table_installed(const std::string& table) {
+  check_table_name(table);
+  Lookup l;
+  if (auto r = open_lookup(l); !r.ok()) return r;
+  return ask_table(l, table);
+}
+
 ApplyResult read_counters(const std::string& table, std::vector<RuleCounter>& out) {
   check_table_name(table);
   out.clear();
-  SocketPtr nl(mnl_socket_open(NETLINK_NETFILTER));
-  if (!nl) return fail(errno, std::string("cannot open a netfilter netlink socket: ") + std::strerror(errno));
-  if (mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0)
-    return fail(errno, std::string("cannot bind the netlink socket: ") + std::strerror(errno));
-  std::vector<char> buf(1 << 16);
-  const unsigned portid = mnl_socket_get_portid(nl.get());
-  auto seq = static_cast<std::uint32_t>(std::time(nullptr));
-  {
-    // A rule dump filtered by a table that is not there is just empty: ask for the table first.
-    auto* get = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, seq);
-    TablePtr t(check_alloc(nftnl_table_alloc()));
-    nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table.c_str());
-    nftnl_table_nlmsg_build_payload(get, t.get());
-    if (mnl_socket_sendto(nl.get(), get, get->nlmsg_len) < 0)
-      return fail(errno, std::string("asking the kernel for the table failed: ") + std::strerror(errno));
-    for (;;) {
-      const ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
-      if (n < 0) return fail(errno, std::string("reading the table failed: ") + std::strerror(errno));
-      const int rc = mnl_cb_run(buf.data(), static_cast<std::size_t>(n), seq, portid, nullptr, nullptr);
-      if (rc == MNL_CB_STOP) break;
-      if (rc < 0) {
-        const int code = errno;
-        if (code == EPERM) return fail(code, "reading firewall counters needs CAP_NET_ADMIN");
-        if (code == ENOENT) return fail(code, "table inet " + table + " is not installed");
-        return fail(code, std::string("reading the table failed: ") + std::strerror(code));
-      }
-    }
+  Lookup l;
+  if (auto r = open_lookup(l); !r.ok()) return r;
+  // A rule dump filtered by a table that is not there is just empty: ask for the table first.
+  if (auto r = ask_table(l, table); !r.ok()) {
+    if (r.error == EPERM) return fail(EPERM, "reading firewall counters needs CAP_NET_ADMIN");
+    return r;
   }
-  ++seq;
-  auto* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP | NLM_F_ACK, seq);
+  const auto seq = l.seq + 1;
+  auto* nlh = nftnl_nlmsg_build_hdr(l.buf.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP | NLM_F_ACK, seq);
   RulePtr filter(check_alloc(nftnl_rule_alloc()));
   nftnl_rule_set_str(filter.get(), NFTNL_RULE_TABLE, table.c_str());
   nftnl_rule_nlmsg_build_payload(nlh, filter.get());
-  if (mnl_socket_sendto(nl.get(), nlh, nlh->nlmsg_len) < 0)
+  if (mnl_socket_sendto(l.nl.get(), nlh, nlh->nlmsg_len) < 0)
     return fail(errno, std::string("asking the kernel for the rules failed: ") + std::strerror(errno));
   CounterDump dump{&out};
   for (;;) {
-    const ssize_t n = mnl_socket_recvfrom(nl.get(), buf.data(), buf.size());
+    const ssize_t n = mnl_socket_recvfrom(l.nl.get(), l.buf.data(), l.buf.size());
     if (n < 0) {
       const int code = errno;
       out.clear();
       return fail(code, std::string("reading the rules failed: ") + std::strerror(code));
     }
-    const int rc = mnl_cb_run(buf.data(), static_cast<std::size_t>(n), seq, portid, on_rule, &dump);
+    const int rc = mnl_cb_run(l.buf.data(), static_cast<std::size_t>(n), seq, l.portid, on_rule, &dump);
     if (rc == MNL_CB_STOP) break;
     if (rc < 0) {
       const int code = errno;

@@ -52,6 +52,10 @@ struct RuleCounter {
   std::uint64_t bytes = 0;
 };
 
+// Whether `table inet <table>` is installed, with one netlink lookup (no rule dump): fails with
+// ENOENT when it is not, EPERM without CAP_NET_ADMIN.
+ApplyResult table_installed(const std::string& table);
+
 // Reads the counters of every rule of `table inet <table>` with one netlink dump (no nft
 // process). Fails with ENOENT when the table is not installed, EPERM without CAP_NET_ADMIN.
 ApplyResult read_counters(const std::string& table, std::vector<RuleCounter>& out);

@@ -209,9 +209,7 @@ std::string Server::not_ready() {
   if (fw && !options_.no_firewall) {
     // The table we applied must still be there (someone may have flushed the ruleset). Without
     // CAP_NET_ADMIN (after run_as) the kernel will not tell us: that is not a failure.
-    std::vector<firewall::RuleCounter> counters;
-    auto r = firewall::read_counters(fw->table, counters);
-    if (r.error == ENOENT) return "firewall table inet " + fw->table + " is not installed (removed after it was applied?)";
+    if (firewall::table_installed(fw->table).error == ENOENT) return "firewall table inet " + fw->table + " is not installed (removed after it was applied?)";
   }
   return {};
 }
