@@ -513,10 +513,7 @@ ApplyResult send(const Batch& batch, const std::string& table) {
 }
 
 void check_table_name(const std::string& t) {
-  if (t.empty() || t.size() > 255 || !std::all_of(t.begin(), t.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
-      }))
-    throw SpecError("firewall: table name '" + t + "' must be letters, digits, '_' or '-'");
+  if (auto why = table_name_problem(t); !why.empty()) throw SpecError("firewall: table name " + why);
 }
 
 }  // namespace

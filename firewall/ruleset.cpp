@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -228,13 +229,42 @@ std::string format_range(const AddrRange& r) {
   return addr_text(r.family, r.first) + "-" + addr_text(r.family, r.last);
 }
 
+std::string table_name_problem(std::string_view name) {
+  // The words nft 1.0.6 (Debian 12) reads as keywords where a table's name goes. Found by running
+  // `nft list table inet WORD` for each token name in libnftables.so.1 and keeping the words that
+  // gave "syntax error, unexpected WORD" (firewall/README.md). Sorted, for binary_search.
+  static constexpr std::string_view keywords[] = {
+    "accept", "add", "ah", "all", "arp", "auto-merge", "bridge", "cgroup", "chain", "chains",
+    "comment", "comp", "constant", "continue", "counter", "counters", "cpu", "create", "ct", "day",
+    "dccp", "define", "delete", "describe", "device", "devices", "dnat", "drop", "dst", "dup",
+    "dynamic", "ecn", "element", "elements", "esp", "ether", "exists", "expires", "export",
+    "exthdr", "fib", "flags", "flow", "flowtable", "flowtables", "flush", "frag", "fwd",
+    "gc-interval", "get", "goto", "handle", "hbh", "hook", "hooks", "hour", "ibriport", "ibrname",
+    "icmp", "icmpv6", "igmp", "iif", "iifgroup", "iifname", "iiftype", "import", "include",
+    "index", "inet", "insert", "interval", "ip", "ip6", "ipsec", "jhash", "jump", "limit",
+    "limits", "list", "log", "map", "maps", "mark", "masquerade", "meta", "meter", "meters", "mh",
+    "missing", "monitor", "netdev", "nftrace", "notrack", "numgen", "obriport", "obrname",
+    "offload", "oif", "oifgroup", "oifname", "oiftype", "osf", "pkttype", "policy", "position",
+    "priority", "queue", "quota", "quotas", "random", "redefine", "redirect", "reject", "rename",
+    "replace", "reset", "return", "rt", "rt0", "rt2", "rtclassid", "rule", "ruleset", "sctp",
+    "secmark", "secmarks", "set", "sets", "size", "skgid", "skuid", "snat", "socket", "srh",
+    "symhash", "synproxy", "synproxys", "table", "tables", "tcp", "th", "time", "timeout",
+    "tproxy", "type", "typeof", "udp", "udplite", "undefine", "update", "vlan", "vmap", "xt"};
+  static_assert(std::is_sorted(std::begin(keywords), std::end(keywords)));
+  const std::string shown = "'" + std::string(name) + "'";
+  if (name.empty() || name.size() > 255) return "must be 1 to 255 characters long";
+  if (!(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_') ||
+      !std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }))
+    return shown + " must start with a letter or '_' and be letters, digits, '_' or '-'";
+  if (std::binary_search(std::begin(keywords), std::end(keywords), name))
+    return shown + " is a keyword of nft's language: nft could neither load nor list a table of that name; choose another";
+  return {};
+}
+
 Ruleset build_ruleset(const Spec& spec) {
   Ruleset rs;
   rs.table = spec.table;
-  // nft's grammar reads a name only when it starts with a letter or '_' ("1" or "-x" do not parse).
-  if (rs.table.empty() || rs.table.size() > 255 || !(std::isalpha(static_cast<unsigned char>(rs.table[0])) || rs.table[0] == '_') ||
-      !std::all_of(rs.table.begin(), rs.table.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'; }))
-    throw SpecError("firewall: table name '" + spec.table + "' must start with a letter or '_' and be letters, digits, '_' or '-'");
+  if (auto why = table_name_problem(rs.table); !why.empty()) throw SpecError("firewall: table name " + why);
 
   const bool any_filter = spec.has_ingress || spec.has_egress;
   if (any_filter) rs.sets.push_back(icmpv6_nd_set());

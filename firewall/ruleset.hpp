@@ -142,6 +142,11 @@ inline constexpr std::int32_t kPrioEgress = -120;
 inline constexpr std::int32_t kPrioIntercept = -105;
 inline constexpr std::int32_t kPrioForward = -20;
 
+// Why `name` cannot be our table's name, or "" when it can: nft's grammar reads a name only when
+// it starts with a letter or '_' and is letters, digits, '_' or '-', and not one of its keywords
+// (`table inet drop` does not parse, so nft could neither load our text nor list the table).
+std::string table_name_problem(std::string_view name);
+
 // Derives the ruleset from the `firewall:` section. Throws SpecError on values it cannot express.
 Ruleset build_ruleset(const Spec& spec);
 

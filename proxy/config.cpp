@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "firewall/ruleset.hpp"
 #include "proxy/policy/docker.hpp"
 #include "proxy/policy/kube.hpp"
 
@@ -612,8 +613,7 @@ void parse_firewall(Reader& r, const YAML::Node& n, Config& cfg) {
   if (n["table"]) {
     if (auto s = r.str(n["table"], "firewall.table")) {
       spec.table = *s;
-      if (!valid_name(*s) || s->find('.') != std::string::npos || !(std::isalpha(static_cast<unsigned char>((*s)[0])) || (*s)[0] == '_'))
-        r.error(n["table"], "firewall.table must start with a letter or '_' and be letters, digits, '-' or '_'");
+      if (auto why = firewall::table_name_problem(*s); !why.empty()) r.error(n["table"], "firewall.table " + why);
     }
   }
   if (n["proxy_uid"]) if (auto v = r.uint(n["proxy_uid"], "firewall.proxy_uid", 0, UINT32_MAX - 1)) spec.proxy_uid = static_cast<std::uint32_t>(*v);

@@ -327,6 +327,44 @@ def test_portcullis_firewall_cli(env, tmp_path):
         assert p.returncode == 2 and "CAP_NET_ADMIN" in p.stderr, p.stderr
 
 
+def test_a_table_name_nft_reads_as_a_keyword_is_refused(tmp_path):
+    """A table name nft's grammar takes for a keyword (`table inet drop`) could be installed over
+    netlink, but nft could neither load `firewall plan`'s text nor list the table. The words are
+    asked of this machine's nft: each token name in libnftables for which `nft list table inet
+    WORD` is a syntax error must be refused by `portcullis check`, naming the keyword; the words nft
+    reads as a name must be accepted."""
+    binary = os.environ.get("PORTCULLIS_BIN")
+    _require(binary and os.access(binary, os.X_OK), "PORTCULLIS_BIN is not built")
+    _require(os.geteuid() == 0, "needs root for `unshare -n`")
+    _require(shutil.which("nft") is not None and shutil.which("strings") is not None,
+             "needs nft (nftables) and strings (binutils)")
+    libs = [line.split(" => ")[-1].strip() for line in run("ldconfig", "-p").stdout.splitlines()
+            if "libnftables.so" in line]
+    _require(bool(libs), "libnftables is not installed")
+    # bison keeps each token's name quoted ("drop"): the candidates.
+    words = sorted({w.strip('"') for w in run("strings", libs[0]).stdout.split()
+                    if len(w) > 2 and w[0] == '"' and w[-1] == '"' and w[1:-1].replace("-", "").isalnum()
+                    and w[1].isalpha() and w[1:-1].islower()})
+    assert len(words) > 100, words
+    script = 'for w in "$@"; do if nft list table inet "$w" 2>&1 | grep -q "syntax error"; then echo "$w"; fi; done'
+    keywords = set(run("unshare", "-n", "sh", "-c", script, "sh", *words).stdout.split())
+    assert {"drop", "ip", "table", "accept"} <= keywords and "filter" not in keywords, keywords
+    rest = proxy_part("inbound", "127.0.0.1:15006", 8080)
+
+    def verdict(word):
+        path = tmp_path / ("t-%s.yaml" % word)
+        path.write_text(rest + "firewall:\n  table: %s\n" % word)
+        p = run(binary, "check", "-c", str(path), check=False)
+        return word, p.returncode, p.stdout + p.stderr
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(verdict, words))
+    wrong = [(w, rc, out) for w, rc, out in results
+             if (w in keywords) != (rc != 0 and ("'%s' is a keyword of nft's language" % w) in out)]
+    assert not wrong, "%d of %d words judged unlike nft: %s" % (len(wrong), len(words), wrong[:5])
+
+
 def start_proxy(ns, binary, cfg, log_path):
     log = open(log_path, "wb")
     p = subprocess.Popen(["ip", "netns", "exec", ns.name, binary, "run", "-c", cfg],

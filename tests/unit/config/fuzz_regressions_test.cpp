@@ -78,3 +78,14 @@ TEST_CASE("fuzz regression: firewall.table must start with a letter", "[config][
     REQUIRE(e.diagnostics.at(0).message.find("must start with a letter") != std::string::npos);
   }
 }
+
+// A keyword of nft's language is refused with its position too (firewall::table_name_problem).
+TEST_CASE("firewall.table may not be an nft keyword", "[config]") {
+  try {
+    load_string(minimal() + "firewall:\n  table: drop\n", "t.yaml");
+    FAIL("an nft keyword was accepted as the table name");
+  } catch (const ConfigError& e) {
+    REQUIRE(e.diagnostics.at(0).str().rfind("t.yaml:8:", 0) == 0);
+    REQUIRE(e.diagnostics.at(0).message.find("'drop' is a keyword of nft's language") != std::string::npos);
+  }
+}
