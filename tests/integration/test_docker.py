@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -231,6 +232,65 @@ def test_exec_into_a_running_container(gw):
         assert "Error response from daemon: portcullis:" in err and "privileged" in err.lower()
     finally:
         gw.daemon.cli("rm", "-f", "exec-target", check=False)
+
+
+def _on_a_terminal(gw, client, args, rows, cols, resize_to, expect, timeout=60):
+    """Runs the docker CLI on a pseudo-terminal of rows x cols, as a user's shell would, and reads
+    what it prints until every string of `expect` has appeared. Once the first has, the terminal
+    is resized to `resize_to` (the CLI gets SIGWINCH and asks dockerd to resize). Returns the
+    output; a missing string fails after `timeout` seconds."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    p = subprocess.Popen([DOCKER, *args], stdin=slave, stdout=slave, stderr=slave, env=gw.env(client),
+                         start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+    out, resized, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while not all(e.encode() in out for e in expect) and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:  # the CLI exited and closed the terminal
+                    break
+            if not resized and expect[0].encode() in out:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", *resize_to, 0, 0))
+                os.killpg(p.pid, signal.SIGWINCH)
+                resized = True
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=30)
+        os.close(master)
+    text = out.decode(errors="replace")
+    for e in expect:
+        assert e in text, "%r not printed by `docker %s`; the terminal showed: %r" % (e, " ".join(args), text)
+    return text
+
+
+def test_interactive_terminal_and_its_resizes_reach_the_container(gw):
+    """`docker run -it` and `docker exec -it` from a real terminal: the container gets a tty of
+    the terminal's size, and a resize of the user's window reaches it (POST .../resize)."""
+    # The container waits until its terminal has a size (the CLI sends it just after the start),
+    # prints it, then waits for the size to change (our resize of the window) and prints that.
+    script = ("w() { i=0; while [ $i -lt 150 ] && [ \"$(stty size 2>/dev/null)\" = \"$1\" ]; do sleep 0.1; "
+              "i=$((i+1)); done; echo \"size $(stty size 2>/dev/null)\"; }; tty; w ''; w '24 80'")
+    _on_a_terminal(gw, "ops", ["run", "--rm", "-it", "--network", "none", "busybox", "sh", "-c", script],
+                   24, 80, (33, 111), ["size 24 80", "/dev/pts/", "size 33 111"])
+    rc, out, err = gw.docker("ops", "run", "-d", "--name", "tty-target", "--network", "none", "busybox",
+                             "sleep", "300")
+    assert rc == 0, err
+    try:
+        _on_a_terminal(gw, "ops", ["exec", "-it", "tty-target", "sh", "-c", script],
+                       24, 80, (40, 132), ["size 24 80", "/dev/pts/", "size 40 132"])
+    finally:
+        gw.daemon.cli("rm", "-f", "tty-target", check=False)
 
 
 def test_logs_follow_streams_while_the_container_runs(gw):
