@@ -225,7 +225,9 @@ int run_demo() {
   }
   observe::configure_access_log(snap->config.log.access_log);
   spdlog::set_level(spdlog::level::warn);
-  Server server(snap, RunOptions{true});
+  RunOptions options;
+  options.no_firewall = true;
+  Server server(snap, options);
   server.bind();
   std::thread proxy_thread([&] { server.run(); });
   // The listener's port was chosen by the kernel; the acceptors are bound, so ask it.

@@ -82,10 +82,14 @@ int cmd_run(const std::string& path, bool no_firewall) {
     options.firewall_applied = true;
   }
   try {
+    // The kubelet's probes (docs/deploy.md): bound with the listeners, served until the proxy
+    // exits; the sidecar reports itself not ready from the start of a drain.
+    std::unique_ptr<observe::ProbesListener> probes;
+    options.on_drain = [&probes] {
+      if (probes) probes->drain();
+    };
     Server server(snap, options);
     server.bind();
-    // The kubelet's probes (docs/deploy.md): bound with the listeners, served until the proxy exits.
-    std::unique_ptr<observe::ProbesListener> probes;
     if (snap->config.probes) {
       std::map<std::string, observe::AppProbe> app_probes;
       if (const char* env = std::getenv("PORTCULLIS_APP_PROBES")) app_probes = observe::parse_app_probes(env);

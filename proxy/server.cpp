@@ -515,6 +515,7 @@ void Server::handle_signal(int sig) {
         });
     for (auto& w : workers_) asio::post(w->ioc, [wp = w.get()] { wp->drain(); });
     ready_ = false;
+    if (options_.on_drain) options_.on_drain();
     drain_deadline_ = std::chrono::steady_clock::now() + options_.drain_timeout;
     drain_tick_ = std::make_unique<asio::steady_timer>(main_ioc_);
     poll_drain();

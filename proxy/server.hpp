@@ -1,5 +1,6 @@
 #pragma once
 // The running proxy: workers, their acceptors, signals, reload and graceful shutdown.
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,6 +21,7 @@ struct RunOptions {
   bool no_firewall = false;
   bool firewall_applied = false;  // main applied the firewall section before the Server started
   std::chrono::milliseconds drain_timeout{10000};
+  std::function<void()> on_drain;  // called on the main thread when the drain starts (SIGTERM, SIGINT)
 };
 
 class Server {

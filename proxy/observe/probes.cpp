@@ -85,7 +85,7 @@ asio::awaitable<unsigned> send_probe(const AppProbe& p, SSL_CTX* client_ctx) {
 }
 
 asio::awaitable<void> serve(net::tcp_socket socket, std::shared_ptr<const std::map<std::string, AppProbe>> probes,
-                            std::shared_ptr<SSL_CTX> client_ctx) {
+                            std::shared_ptr<SSL_CTX> client_ctx, std::shared_ptr<const std::atomic<bool>> draining) {
   beast::flat_buffer buffer;
   net::DeadlineWith deadline(socket.get_executor(), [&socket] {
     boost::system::error_code ignored;
@@ -109,8 +109,9 @@ asio::awaitable<void> serve(net::tcp_socket socket, std::shared_ptr<const std::m
       res.result(bhttp::status::method_not_allowed);
       res.body() = "only GET and HEAD are served\n";
     } else if (target == "/healthz/ready") {
-      res.result(bhttp::status::ok);
-      res.body() = "ready\n";
+      const bool leaving = draining->load();
+      res.result(leaving ? bhttp::status::service_unavailable : bhttp::status::ok);
+      res.body() = leaving ? "not ready: draining (SIGTERM received)\n" : "ready\n";
     } else if (auto it = probes->find(target); it != probes->end()) {
       const unsigned status = co_await send_probe(it->second, client_ctx.get());
       if (status == 0) {
@@ -208,8 +209,8 @@ ProbesListener::ProbesListener(const config::Address& address, std::map<std::str
 void ProbesListener::start() {
   asio::co_spawn(ioc_,
                  net::accept_each(acceptor_, "probes",
-                                  [probes = probes_, ctx = client_ctx_](net::tcp_socket s) {
-                                    return serve(std::move(s), probes, ctx);
+                                  [probes = probes_, ctx = client_ctx_, draining = draining_](net::tcp_socket s) {
+                                    return serve(std::move(s), probes, ctx, draining);
                                   }),
                  asio::detached);
   thread_ = std::thread([this] { ioc_.run(); });

@@ -1,7 +1,8 @@
 #pragma once
 // The probes listener (`probes.address`, plaintext, reachable by the kubelet): what an injected
 // sidecar's and its app's probes ask (docs/deploy.md).
-//   GET /healthz/ready                      200 once the proxy's listeners are bound
+//   GET /healthz/ready                      200 once the proxy's listeners are bound, 503 from
+//                                           the start of a drain (SIGTERM) on
 //   GET /app-health/<container>/<probe>     the app's original httpGet probe, sent by the proxy
 //                                           (as UID 1337, so not intercepted) and its status returned
 // The original probes come from PORTCULLIS_APP_PROBES, which `portcullis inject` sets on the
@@ -9,6 +10,7 @@
 // "scheme": "HTTP", "httpHeaders": [{"name": "X", "value": "y"}]}, "timeoutSeconds": 1}}.
 #include <openssl/ssl.h>
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
@@ -44,6 +46,8 @@ class ProbesListener {
  public:
   ProbesListener(const config::Address& address, std::map<std::string, AppProbe> probes);
   void start();
+  // From now on /healthz/ready answers 503 (the drain has begun). Any thread.
+  void drain() { draining_->store(true); }
   ~ProbesListener();
   ProbesListener(const ProbesListener&) = delete;
   ProbesListener& operator=(const ProbesListener&) = delete;
@@ -54,6 +58,7 @@ class ProbesListener {
   net::tcp_acceptor acceptor_{ioc_};
   std::shared_ptr<const std::map<std::string, AppProbe>> probes_;
   std::shared_ptr<SSL_CTX> client_ctx_;
+  std::shared_ptr<std::atomic<bool>> draining_ = std::make_shared<std::atomic<bool>>(false);
   std::string address_;
   std::thread thread_;
 };

@@ -8,11 +8,12 @@ import json
 import os
 import ssl
 import shutil
+import signal
 import subprocess
 
 import yaml
 
-from harness import BIN, Pki, Proxy, RecordingUpstream, curl, paths_rule, sidecar_config, tmpdir
+from harness import BIN, Pki, Proxy, RecordingUpstream, curl, paths_rule, sidecar_config, tmpdir, wait_until
 
 ROOT = os.path.join(os.path.dirname(__file__), "../..")
 GOLDEN = os.path.join(ROOT, "tests/unit/inject/golden")
@@ -260,6 +261,49 @@ def test_sidecar_probes_listener_serves_the_rewritten_app_probes():
         proxy.stop()
         app.close()
         tls_app.close()
+    shutil.rmtree(d)
+
+
+def test_sidecar_reports_not_ready_from_the_start_of_a_drain():
+    """After SIGTERM the sidecar drains its connections; from that moment its own readiness probe
+    answers 503 (so the kubelet stops sending it new traffic), while the app's liveness probe is
+    still forwarded (failing it would get the app restarted)."""
+    d = tmpdir()
+    pki = Pki(d)
+    app = RecordingUpstream()
+    config = sidecar_config(app.address, pki.server_cert, pki.server_key, pki.ca.ca_path, paths_rule("r", '["/**"]'),
+                            top="probes:\n  address: 127.0.0.1:0\n")
+    os.environ["PORTCULLIS_APP_PROBES"] = json.dumps({"/app-health/app/livez": {"httpGet": {"path": "/healthz", "port": app.port}}})
+    try:
+        proxy = Proxy(config, d)
+    finally:
+        del os.environ["PORTCULLIS_APP_PROBES"]
+    crt, key = pki.client("caller")
+    # A response streamed over ~10 s keeps a connection busy, so the drain lasts.
+    stream = subprocess.Popen(["curl", "-sS", "--max-time", "30", "--cacert", pki.ca.ca_path, "--cert", crt, "--key", key,
+                               "https://127.0.0.1:%d/stream?n=40&delay=0.25" % proxy.port("inbound")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port = proxy.port("probes")
+
+        def get(path):
+            code, body, err = curl("-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}")
+            assert code == 0, err
+            text, _, status = body.decode().rpartition("\n")
+            return int(status), text
+
+        assert wait_until(lambda: any(p.startswith("/stream") for p in app.paths()), 10), "the streamed request did not reach the app"
+        assert get("/healthz/ready") == (200, "ready\n")
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: get("/healthz/ready")[0] == 503, 5), "still ready after SIGTERM"
+        assert proxy.proc.poll() is None, "the drain should still be waiting for the streamed response"
+        assert get("/healthz/ready") == (503, "not ready: draining (SIGTERM received)\n")
+        assert get("/app-health/app/livez")[0] == 200
+    finally:
+        stream.kill()
+        stream.wait(10)
+        proxy.stop()
+        app.close()
     shutil.rmtree(d)
 
 
