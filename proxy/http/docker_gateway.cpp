@@ -162,10 +162,9 @@ std::vector<config::Diagnostic> docker_config_warnings(const config::Config& cfg
     if (auto p = cfg.policies.find(l.policy); p != cfg.policies.end() && policies_seen.insert(l.policy).second) {
       for (const auto& rule : p->second.rules) {
         if (!rule.has_docker || rule.docker.images.empty()) continue;
-        std::vector<std::string> granted;
-        for (const auto& a : rule.docker.actions)
-          if (a == "*" || std::find(std::begin(renaming_actions), std::end(renaming_actions), a) != std::end(renaming_actions))
-            granted.push_back(a);
+        std::vector<std::string> granted;  // by name, by family (container.*), by `*` or by an empty list
+        for (auto a : renaming_actions)
+          if (policy::docker_action_granted(rule.docker.actions, a)) granted.emplace_back(a);
         if (granted.empty()) continue;
         std::string list;
         for (const auto& a : granted) list += (list.empty() ? "" : ", ") + a;

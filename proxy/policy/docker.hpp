@@ -75,8 +75,10 @@ struct DockerAttributes {
 DockerAttributes resolve_docker(std::string_view method, std::string_view path, std::string_view raw_query);
 
 // Every Docker request: Docker's Go server reads form fields from an
-// application/x-www-form-urlencoded body ahead of the query (e.g. `fromImage`), so such a body
-// could change what we checked. Returns the refusal, or nothing when the Content-Type is fine.
+// application/x-www-form-urlencoded body ahead of the query (e.g. `fromImage`) and from a
+// multipart/form-data one where the query is silent (build's `networkmode`), so such a body could
+// change what we checked; and it reads the media type with Unicode's rules, so a Content-Type
+// outside printable ASCII is refused too. Returns the refusal, or nothing when it is fine.
 std::optional<std::string> docker_content_type_refusal(std::string_view content_type);
 
 // Resolves a host path as the kernel would (symlinks followed, `..` removed); nullopt when the
@@ -103,6 +105,10 @@ std::optional<std::string> inspect_docker_body(std::string_view content_type, st
 // inspected, attrs.never_allowed, unknown security options, invalid image references, bind
 // sources that reach the Docker socket or cannot be resolved. match_docker() fails on these too.
 std::optional<std::string> docker_refusal(const DockerAttributes& attrs);
+
+// Is `action` among `granted` (a rule's `actions`: names, families such as `container.*`, `*`,
+// and the empty list, which grants every known action)?
+bool docker_action_granted(const std::vector<std::string>& granted, std::string_view action);
 
 // Does the `docker:` rule allow the request? `failed` (optional) receives every failed condition
 // in words, e.g. `privileged containers are not allowed (add "privileged" to allow)`.

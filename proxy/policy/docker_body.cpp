@@ -158,10 +158,25 @@ class BodyReader {
     }
   }
 
-  // The local driver mounts `device` with `type` and the options `o`: o=bind (or any absolute
-  // device, e.g. a block device) exposes a host path, and so do path-valued options such as
-  // overlay's lowerdir=/a:/b. Other drivers are plugins the operator installed.
+  // The local driver has dockerd mount(2) `device` with `type` and the options `o`, in the host's
+  // mount namespace; a relative path there is resolved from dockerd's working directory (`/`
+  // under systemd). Judged by type, failing closed:
+  //   none (no type, no device, no o)     a plain named volume
+  //   tmpfs                               memory; `device` is only a name
+  //   nfs, nfs4, cifs, smb3               remote; `device` names the share
+  //   overlay                             every lowerdir/upperdir/workdir layer is a host path
+  //   o=bind, or a disk filesystem        `device` is a host path (a directory, or a block device)
+  //   anything else (proc, sysfs, ...)    refused: a kernel filesystem of the host
+  // Host paths must be absolute and are judged as bind sources, and so is every absolute path in
+  // any other option and every value of an option that names a device (journal_path=, logdev=).
+  // Other drivers are plugins the operator installed.
   void volume_driver(const std::string& driver, const JsonValue* options, const std::string& at) {
+    static constexpr std::string_view disk_types[] = {"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "exfat",
+                                                      "ntfs", "ntfs3", "f2fs", "iso9660", "squashfs", "udf", "none"};
+    static constexpr std::string_view remote_types[] = {"nfs", "nfs4", "cifs", "smb3"};
+    static constexpr std::string_view path_options[] = {"lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+",
+                                                        "journal_path", "logdev", "rtdev", "device"};
+    auto one_of = [](const auto& list, std::string_view v) { return std::find(std::begin(list), std::end(list), v) != std::end(list); };
     const JsonValue* opts = object(options, at);
     if (opts == nullptr) return;
     for (const auto& m : opts->members) string(&m.value, at + "." + m.key);
@@ -182,17 +197,24 @@ class BodyReader {
         while (!value.empty()) {  // colon-separated path lists (lowerdir=/a:/b)
           auto c = value.find(':');
           std::string_view part = value.substr(0, c);
-          if (part.starts_with('/')) add_bind(std::string(part), at + ".o " + std::string(name));
+          if (part.starts_with('/') || (!part.empty() && one_of(path_options, name)))
+            add_bind(std::string(part), at + ".o " + std::string(name));  // a relative one is refused there
           value = c == std::string_view::npos ? std::string_view{} : value.substr(c + 1);
         }
       }
     }
-    // With MS_BIND the kernel ignores the type, so o=bind always binds `device`; otherwise an
-    // absolute device is a host block device or directory, except for network filesystems
-    // ("//server/share" for cifs) and tmpfs, where it is only a name.
-    bool remote = type == "nfs" || type == "nfs4" || type == "cifs" || type == "smb3";
-    if (!device.empty() && (bind || (type != "tmpfs" && !remote && device.starts_with('/'))))
-      add_bind(device, at + ".device");
+    // With MS_BIND the kernel ignores the type, so o=bind always binds `device`.
+    if (bind || one_of(disk_types, type)) {
+      if (!device.empty() || bind) add_bind(device, at + ".device");
+      return;
+    }
+    if (type.empty() && device.empty() && o.empty()) return;
+    if (type == "tmpfs" || type == "overlay" || one_of(remote_types, type)) return;
+    if (error.empty())
+      error = at + ".type " + (type.empty() ? std::string("is missing") : "is " + type) +
+              ": Portcullis judges local volumes of type tmpfs, overlay, nfs, nfs4, cifs, smb3, or a disk filesystem "
+              "or o=bind on a device inside bind_sources; a kernel filesystem of the host (proc, sysfs, ...) is never "
+              "mounted for a container";
   }
 
   void port_bindings(const JsonValue* v, const std::string& at) {
@@ -356,9 +378,21 @@ std::string endpoint_words(DockerBody body) {
 }  // namespace
 
 std::optional<std::string> docker_content_type_refusal(std::string_view content_type) {
+  // Go's mime.ParseMediaType lowercases and trims with Unicode's rules: "\u00a0" is space to it,
+  // and "\u0130" (İ) lowercases to "i". Only ASCII can be compared the same way here.
+  if (std::any_of(content_type.begin(), content_type.end(), [](char c) {
+        auto u = static_cast<unsigned char>(c);
+        return u >= 0x7f || (u < 0x20 && u != '\t');
+      }))
+    return std::string("the Content-Type has bytes outside printable ASCII; Docker's Go server would read it "
+                       "with Unicode's case and space rules, which Portcullis does not follow");
   std::string media = lower(trim(content_type.substr(0, content_type.find(';'))));
   if (media == "application/x-www-form-urlencoded")
     return std::string("form-encoded bodies are refused: Docker would read their fields ahead of the query");
+  // r.FormValue() parses a multipart/form-data body, and dockerd reads build options that way:
+  // its fields fill in what the query leaves out (networkmode=host).
+  if (media.starts_with("multipart/"))
+    return "multipart bodies (" + media + ") are refused: Docker would read their fields as if they were in the query";
   return std::nullopt;
 }
 

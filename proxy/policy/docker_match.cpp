@@ -31,14 +31,6 @@ std::string family_of(std::string_view action) {
   return dot == std::string_view::npos ? std::string() : std::string(action.substr(0, dot));
 }
 
-bool action_granted(const std::vector<std::string>& granted, const std::string& action) {
-  if (granted.empty()) return true;  // as elsewhere in the config: empty = any (known) action
-  for (const std::string& g : granted) {
-    if (g == "*" || g == action) return true;
-    if (g.ends_with(".*") && g.substr(0, g.size() - 2) == family_of(action)) return true;
-  }
-  return false;
-}
 
 // What a SecurityOpt entry relaxes: an `allow` name, "" when harmless, "never" when unknown.
 // Split as dockerd does: at the first '=', else (except no-new-privileges) at the first ':'.
@@ -122,8 +114,14 @@ const char* const kDocsNotes = R"(
   a field of the wrong type. Field names are matched
   case-insensitively too. A create body's HostConfig fields are also read at the top level, where
   old API versions took them.
-- **Form bodies.** `application/x-www-form-urlencoded` is refused on every Docker request: dockerd
-  would read `fromImage` and the like from it ahead of the query.
+- **API versions.** A `/v1.NN/` prefix below 1.24 is refused (compared as dockerd compares
+  versions): below it dockerd still gives requests meanings we do not judge, such as a start body
+  that replaces the container's HostConfig. Every docker CLI since 1.12 speaks 1.24 or later.
+- **Form bodies.** On every Docker request, `application/x-www-form-urlencoded` is refused (dockerd
+  would read `fromImage` and the like from it ahead of the query), and so is `multipart/*` (a
+  `multipart/form-data` body fills in `/build` options the query leaves out, `networkmode=host`).
+  A Content-Type with bytes outside printable ASCII is refused as well: dockerd's Go code trims
+  and lowercases it with Unicode's rules (`U+00A0` is a space, `İ` lowercases to `i`).
 - **Namespaces.** `host` and `container:<id>` (joining another container) both need the
   `host_*` name. An endpoint on the `host` network (`NetworkingConfig.EndpointsConfig`, a
   service's `Networks`) and `docker build --network host` need `host_network`.
@@ -135,21 +133,39 @@ const char* const kDocsNotes = R"(
   `default` and `SELinuxContext.Disable` are the same features.
 - **Devices.** `Devices`, `DeviceRequests`, `DeviceCgroupRules` and a service's
   `GenericResources` need `devices`. `CapAdd`, `Capabilities` and `CapabilityAdd` need `cap_add`.
+- **BuildKit.** `docker buildx` builds talk gRPC over `/session` and `/grpc` (`image.build`), which
+  Portcullis does not inspect: a BuildKit client can ask for the `network.host` entitlement
+  itself, so `image.build` grants host-network builds unless dockerd's `daemon.json` sets
+  `"builder": {"entitlements": {"network-host": false}}`. The `networkmode` and `cgroupparent`
+  checks apply to the classic builder's `POST /build`.
 - **Ports.** A host port below 1024 (`PortBindings` `HostPort`, or a range starting there; `""`
   and `"0"` are ephemeral) or a service `PublishedPort` below 1024 needs `low_host_ports`.
 
 ## Bind mounts
 
 `Binds` sources that are absolute paths (a name is a volume), `Mounts` of type `bind` (and of any
-type dockerd does not know), and local-driver volumes that reach a host path (`o=bind` with
-`device=`, an absolute `device`, or path options like `lowerdir=`), in `/volumes/create` and in
-`Mounts` of type `volume` with `DriverConfig`, are bind sources. Each is resolved on the gateway
+type dockerd does not know), and local-driver volumes that reach a host path, in
+`/volumes/create` and in `Mounts` of type `volume` with `DriverConfig`, are bind sources. The
+local driver has dockerd mount the volume in the host's mount namespace, where a relative path is
+resolved from dockerd's working directory, so its options are judged by `type`: none at all (a
+plain named volume), `tmpfs` and the network filesystems (`nfs`, `nfs4`, `cifs`, `smb3`) are not
+host paths; with `o=bind` or a disk filesystem (`ext4`, `xfs`, `btrfs`, `none`, ...) `device` is
+a host path; `overlay`'s `lowerdir=`, `upperdir=` and `workdir=` layers, device-valued options
+(`journal_path=`, `logdev=`, `rtdev=`) and every absolute path in `o` are host paths; any other
+type (`proc`, `sysfs`, `cgroup2`, ...: the host's kernel filesystems) is refused. A host path must
+be absolute. Each is resolved on the gateway
 host: symlinks followed, `..` removed (read both as the kernel reads it and as a path cleaner
 would: both must pass); a missing path is resolved up to its deepest existing directory.
 `bind_sources` patterns (`*` within one segment, a last `**` any depth, including none) are matched against the
 resolved paths, so write them as canonical paths. Empty `bind_sources` allows no bind mount. The
 Docker socket (`/var/run/docker.sock`, `/run/docker.sock`, the upstream socket, and every
 directory above them, `/` included) is never allowed.
+
+Sources are checked when the container (or volume) is created. dockerd mounts them again at every
+start, following the symlinks it finds then, so a directory under `bind_sources` that a container
+can write to can be replaced by a symlink to `/` between the create and a later start. Give
+`bind_sources` only directories the containers of the same users cannot rewrite (bind them
+read-only, or keep what is writable below a directory that is not itself mounted).
 
 ## Image patterns
 
@@ -166,7 +182,8 @@ tag and digest of the names it matches; `:tag` (which may use `*`) requires a ma
 patterns). An image given by ID (`sha256:...`, 64 hex digits, or any all-hex string, which dockerd
 may resolve as an ID prefix) needs `image_ids`, and then skips the `images` patterns.
 `image.tag`, `image.build`, `image.load`, `image.import` and `container.commit` can give any
-content an allowed name: `portcullis check` warns when they are granted with `images`.
+content an allowed name: `portcullis check` warns when they are granted with `images`, by name,
+by family (`container.*`), by `*` or by an empty `actions`.
 )";
 
 }  // namespace docker_detail
@@ -213,12 +230,21 @@ std::optional<std::string> docker_refusal(const DockerAttributes& attrs) {
   return failures.front();
 }
 
+bool docker_action_granted(const std::vector<std::string>& granted, std::string_view action) {
+  if (granted.empty()) return true;  // as elsewhere in the config: empty = any (known) action
+  for (const std::string& g : granted) {
+    if (g == "*" || g == action) return true;
+    if (g.ends_with(".*") && g.substr(0, g.size() - 2) == family_of(action)) return true;
+  }
+  return false;
+}
+
 bool match_docker(const DockerSpec& spec, const DockerAttributes& a, std::vector<std::string>* failed) {
   Checker c{spec, failed};
   std::vector<std::string> never;
   never_allowed_failures(a, never);
   for (std::string& why : never) c.fail(std::move(why));
-  if (a.action != "unknown" && !action_granted(spec.actions, a.action))
+  if (a.action != "unknown" && !docker_action_granted(spec.actions, a.action))
     c.fail("action " + a.action + " not in " + quoted_list(spec.actions));
 
   for (const DockerImage& img : a.images) {

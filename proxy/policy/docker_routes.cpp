@@ -5,7 +5,11 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
+#include <initializer_list>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "proxy/policy/docker.hpp"
 #include "proxy/policy/docker_internal.hpp"
@@ -200,6 +204,30 @@ bool match_template(std::string_view tmpl, const std::vector<std::string_view>& 
   return true;
 }
 
+// As moby's versions.compare: dot-separated numbers, compared one by one; a part that is not a
+// number counts as 0, a missing one as 0, and one too large for an int as the largest.
+bool api_version_below(std::string_view version, std::initializer_list<long> floor) {
+  std::vector<long> parts;
+  while (true) {
+    auto dot = version.find('.');
+    std::string_view p = version.substr(0, dot);
+    long v = 0;
+    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
+    if (ec == std::errc::result_out_of_range) v = std::numeric_limits<long>::max();
+    else if (ec != std::errc() || end != p.data() + p.size()) v = 0;
+    parts.push_back(v);
+    if (dot == std::string_view::npos) break;
+    version.remove_prefix(dot + 1);
+  }
+  std::size_t i = 0;
+  for (long f : floor) {
+    long v = i < parts.size() ? parts[i] : 0;
+    if (v != f) return v < f;
+    ++i;
+  }
+  return false;
+}
+
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -314,6 +342,11 @@ DockerAttributes resolve_docker(std::string_view method, std::string_view raw_pa
       a.endpoint = std::string(path);
     }
   }
+  if (!a.api_version.empty() && api_version_below(a.api_version, {1, 24}))
+    a.refusal = "Docker API version " + a.api_version +
+                " is refused: below 1.24 dockerd gives requests meanings Portcullis does not judge (a start body "
+                "that replaces the container's host settings, top-level HostConfig fields); every docker CLI "
+                "since 1.12 speaks 1.24 or later";
   std::string_view lookup = method == "HEAD" ? std::string_view("GET") : method;
   auto segs = split_segments(path);
   for (int pass = 0; pass < 2; ++pass) {

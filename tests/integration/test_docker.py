@@ -18,6 +18,11 @@ from dockerd import DOCKER, dockerd  # noqa: F401  (dockerd is a fixture)
 from harness import BIN, Pki, Proxy, client_tls_context, raw_exchange, tmpdir, wait_until
 
 INSPECT_LIMIT = 65536
+# Every container action but container.commit (which, with `images:`, `check` warns about).
+CONTAINER_ACTIONS = ("container.create, container.start, container.stop, container.restart, container.kill, "
+                     "container.wait, container.attach, container.resize, container.logs, container.exec, "
+                     "container.remove, container.rename, container.update, container.pause, container.unpause, "
+                     "container.archive, container.export, container.prune, container.checkpoint")
 
 
 def docker_config(pki, sock, data_dir):
@@ -44,7 +49,7 @@ policies:
       - name: ops-run-official
         from: {{ groups: [ops] }}
         docker:
-          actions: [read, "container.*", image.pull, volume.create, service.create, service.update]
+          actions: [read, {CONTAINER_ACTIONS}, image.pull, volume.create, service.create, service.update]
           images: ["docker.io/library/*"]
           bind_sources: ["{data_dir}/**"]
 """
@@ -540,6 +545,72 @@ def test_volume_binding_the_host_root_is_refused(gw):
     assert "rootvol" not in gw.daemon.cli("volume", "ls", "-q").stdout.split()
 
 
+# Red-team findings (session 13), each a way around the rules that worked against this dockerd.
+
+def _host_config(gw, name):
+    return json.loads(gw.daemon.cli("inspect", name).stdout)[0]["HostConfig"]
+
+
+def test_legacy_api_start_body_cannot_give_a_container_host_settings(gw):
+    """Below API 1.24 dockerd applies a start body as the container's whole HostConfig; we do not
+    read start bodies, so those versions are refused."""
+    legacy = json.dumps({"NetworkMode": "host", "Binds": ["/:/host"]}).encode()
+    try:
+        # The premise, straight on dockerd's socket: the body is applied.
+        assert gw.daemon.cli("create", "--name", "legacy-direct", "--network", "none", "busybox", "true").returncode == 0
+        p = subprocess.run(["curl", "-sS", "--unix-socket", gw.daemon.sock, "-H", "Content-Type: application/json",
+                            "--data-binary", legacy.decode(), "http://docker/v1.23/containers/legacy-direct/start"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert _host_config(gw, "legacy-direct")["NetworkMode"] == "host", "dockerd no longer applies start bodies"
+        # Through the gateway: refused, and the container keeps what create checked.
+        rc, out, err = gw.docker("ops", "create", "--name", "legacy-start", "--network", "none", "busybox", "true")
+        assert rc == 0, err
+        assert_refused(gw, post("/v1.23/containers/legacy-start/start", legacy), "api version 1.23 is refused")
+        hc = _host_config(gw, "legacy-start")
+        assert (hc["NetworkMode"], hc["Binds"]) == ("none", None), hc
+        # The docker CLI pinned to an old version hears why.
+        env = dict(gw.env("ops"), DOCKER_API_VERSION="1.23")
+        p = subprocess.run([DOCKER, "start", "legacy-start"], capture_output=True, text=True, timeout=60, env=env)
+        assert p.returncode != 0 and "portcullis: Docker API version 1.23 is refused" in p.stderr, p.stderr
+        assert gw.docker("ops", "start", "legacy-start")[0] == 0  # the CLI's own version is fine
+    finally:
+        gw.daemon.cli("rm", "-f", "legacy-direct", "legacy-start", check=False)
+
+
+def test_local_volumes_with_relative_paths_or_kernel_filesystems_are_refused(gw):
+    """The local driver mounts in dockerd's mount namespace, where "dev/vda" is the host's disk
+    (relative to dockerd's working directory) and type proc is the host's /proc."""
+    for opts, words in (({"type": "ext4", "device": "dev/vda"}, ["not an absolute path"]),
+                        ({"type": "overlay", "device": "overlay", "o": "lowerdir=etc:root"}, ["not an absolute path"]),
+                        ({"type": "proc", "device": "proc"}, ["type is proc", "kernel filesystem"])):
+        body = json.dumps({"Name": "hostvol", "Driver": "local", "DriverOpts": opts}).encode()
+        assert_refused(gw, post("/volumes/create", body), *words)
+        mount = json.dumps({"Image": "busybox", "HostConfig": {"NetworkMode": "none", "Mounts": [
+            {"Type": "volume", "Source": "hostvol2", "Target": "/h",
+             "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": opts}}}]}}).encode()
+        assert_refused(gw, post("/containers/create?name=hostvol", mount), *words)
+    volumes = gw.daemon.cli("volume", "ls", "-q").stdout.split()
+    assert "hostvol" not in volumes and "hostvol2" not in volumes
+
+
+def test_form_fields_cannot_hide_behind_unicode_spaces_or_multipart(gw):
+    """dockerd reads form fields ahead of the query (/images/create: a pull becomes an import) and
+    multipart fields where the query is silent (/build: networkmode=host)."""
+    before = gw.daemon.cli("image", "inspect", "busybox", "--format", "{{.Id}}").stdout
+    form = b"fromImage=&fromSrc=http://127.0.0.1:9/evil.tar&repo=busybox&tag=latest"
+    for ct in ("application/x-www-form-urlencoded\u00a0", "\u00a0application/x-www-form-urlencoded",
+               "appl\u0130cation/x-www-form-urlencoded"):
+        data = post("/images/create?fromImage=busybox&tag=latest", b"", content_type=None,
+                    headers=["Content-Length: %d" % len(form)])
+        data = data.replace(b"Host: docker\r\n", b"Host: docker\r\nContent-Type: " + ct.encode() + b"\r\n") + form
+        assert_refused(gw, data, "printable ascii")
+    multipart = (b"--XB\r\nContent-Disposition: form-data; name=\"networkmode\"\r\n\r\nhost\r\n"
+                 b"--XB\r\nContent-Disposition: form-data; name=\"remote\"\r\n\r\nhttp://127.0.0.1:9/Dockerfile\r\n--XB--\r\n")
+    assert_refused(gw, post("/build", multipart, content_type="multipart/form-data; boundary=XB"), "multipart")
+    assert gw.daemon.cli("image", "inspect", "busybox", "--format", "{{.Id}}").stdout == before
+
+
 def test_reader_cannot_create_even_with_a_clean_body(gw):
     msg = assert_refused(gw, post("/containers/create?name=reader", allowed_body("x")), client="reader")
     assert "container.create" in msg
@@ -573,6 +644,14 @@ def test_check_warns_about_renaming_actions_with_images_and_an_open_socket(tmp_p
     assert p.returncode == 0, p.stderr
     assert "warning:" in p.stderr and "image.tag" in p.stderr and "ops-run-official" in p.stderr, p.stderr
     assert f"socket {sock} is mode 0666" in p.stderr, p.stderr
+    # A family, `*` or an empty list grants container.commit / image.tag as surely as the name does.
+    listed = "actions: [read, " + CONTAINER_ACTIONS + ", image.pull, volume.create, service.create, service.update]"
+    for actions in ('[read, "container.*", image.pull]', '["*"]', "[]"):
+        with open(cfg, "w") as f:
+            f.write(docker_config(pki, sock, d).replace(listed, "actions: " + actions))
+        p = subprocess.run([BIN, "check", "-c", cfg], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert "ops-run-official" in p.stderr and "container.commit" in p.stderr, (actions, p.stderr)
     os.chmod(sock, 0o600)
     with open(cfg, "w") as f:
         f.write(docker_config(pki, sock, d))
@@ -599,7 +678,7 @@ def test_shipped_gateway_config_passes_check_and_keeps_2375_closed(tmp_path):
     cfg = os.path.join(d, "configs", "docker-gateway.yaml")
     p = subprocess.run([BIN, "check", "-c", cfg], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert "image.tag" not in p.stderr and "image.build" not in p.stderr, p.stderr
+    assert "image.tag" not in p.stderr and "image.build" not in p.stderr and "container.commit" not in p.stderr, p.stderr
     plan = subprocess.run([BIN, "firewall", "plan", "-c", cfg], capture_output=True, text=True, timeout=60)
     assert plan.returncode == 0, plan.stderr
     # Only the listed CIDRs reach 2376; everything else addressed to the host, 2375 included, is dropped.

@@ -207,8 +207,10 @@ def test_embedded_configs_pass_check_and_init_container_args_are_accepted():
     os.mkdir(gw_dir)
     p = subprocess.run([BIN, "check", "-c", checkable(gw["data"]["config.yaml"], gw_dir)], capture_output=True,
                        text=True, timeout=60)
-    # `check` may warn (e.g. about the docker socket's mode on this host), but must not fail.
+    # `check` may warn (e.g. about the docker socket's mode on this host), but must not fail, nor
+    # find an action that could rename images next to the `images:` restriction.
     assert p.returncode == 0, p.stdout + p.stderr
+    assert "images` restriction" not in p.stderr, p.stderr
     shutil.rmtree(d)
 
 

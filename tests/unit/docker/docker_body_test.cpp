@@ -1,6 +1,8 @@
 // Body inspection: every dangerous field, and every fail-closed case.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include "proxy/policy/docker.hpp"
 
 using namespace portcullis::policy;
@@ -283,6 +285,42 @@ TEST_CASE("volume create binding a host path") {
     REQUIRE_FALSE(v.refusal);
     CHECK(v.attrs.binds.empty());
   }
+}
+
+// Red-team finding (session 13): the local driver mounts in dockerd's mount namespace, where a
+// relative path is resolved from dockerd's working directory (`/` under systemd): "dev/vda"
+// mounted the host's root disk, "lowerdir=etc:root" showed the host's /etc. And a kernel
+// filesystem type (proc, sysfs) would mount the host's own. All refused.
+TEST_CASE("volume options with relative host paths or a kernel filesystem are refused") {
+  for (const char* body : {R"({"Name":"v","DriverOpts":{"type":"ext4","device":"dev/vda"}})",
+                           R"({"Name":"v","DriverOpts":{"type":"xfs","device":"vda"}})",
+                           R"({"Name":"v","DriverOpts":{"type":"overlay","device":"overlay","o":"lowerdir=etc:root"}})",
+                           R"({"Name":"v","DriverOpts":{"type":"overlay","device":"overlay","o":"lowerdir=/srv/a,upperdir=u,workdir=/w"}})",
+                           R"({"Name":"v","DriverOpts":{"type":"ext4","device":"/srv/img","o":"journal_path=dev/sdb"}})"}) {
+    INFO(body);
+    auto r = inspect("POST", "/volumes/create", body);
+    REQUIRE_FALSE(r.refusal);  // recorded as a bind that cannot be checked: docker_refusal() denies it
+    CHECK(std::any_of(r.attrs.binds.begin(), r.attrs.binds.end(), [](const DockerBind& b) {
+      return b.error == "it is not an absolute path";
+    }));
+    CHECK(docker_refusal(r.attrs));
+  }
+  for (const char* body : {R"({"Name":"v","DriverOpts":{"type":"proc","device":"proc"}})",
+                           R"({"Name":"v","DriverOpts":{"type":"sysfs","device":"sysfs"}})",
+                           R"({"Name":"v","DriverOpts":{"type":"cgroup2","device":"x"}})",
+                           R"({"Name":"v","DriverOpts":{"device":"/srv/x"}})"}) {
+    INFO(body);
+    auto r = inspect("POST", "/volumes/create", body);
+    REQUIRE(r.refusal);
+    CHECK(r.refusal->find("DriverOpts.type") != std::string::npos);
+  }
+  // The same through a container's Mounts[].VolumeOptions (container.create alone suffices).
+  auto c = create(R"({"Image":"nginx","HostConfig":{"Mounts":[{"Type":"volume","Source":"d","Target":"/h",
+      "VolumeOptions":{"DriverConfig":{"Name":"local","Options":{"type":"ext4","device":"dev/vda"}}}}]}})");
+  CHECK(docker_refusal(c.attrs));
+  c = create(R"({"Image":"nginx","HostConfig":{"Mounts":[{"Type":"volume","Source":"d","Target":"/h",
+      "VolumeOptions":{"DriverConfig":{"Name":"local","Options":{"type":"proc","device":"proc"}}}}]}})");
+  CHECK(c.refusal);
 }
 
 TEST_CASE("inspection of a request without a body check is a no-op") {

@@ -161,6 +161,24 @@ TEST_CASE("the API version prefix is stripped as dockerd's router does") {
   CHECK(action("GET", "/v1.47") == "unknown");
 }
 
+// Red-team finding (session 13): on /v1.23/containers/ID/start dockerd 20.10 still applies a
+// JSON body as the container's whole HostConfig (host network, `/:/host`, Privileged), and we do
+// not read start bodies. Versions below 1.24 are refused outright, compared as moby compares them.
+TEST_CASE("Docker API versions below 1.24 are refused") {
+  for (const char* path : {"/v1.23/containers/web/start", "/v1.12/containers/create", "/v1/info", "/v1.9/version",
+                           "/v0.99/version", "/v1..30/version", "/v1.023/version"}) {
+    INFO(path);
+    auto a = resolve_docker("POST", path, "");
+    CHECK(a.refusal.find("is refused: below 1.24") != std::string::npos);
+    CHECK(docker_refusal(a));
+  }
+  for (const char* path : {"/v1.24/containers/web/start", "/v1.24.0/version", "/v1.41/version", "/v1.100/version",
+                           "/v2/version", "/v1.99999999999999999999999/version", "/version"}) {
+    INFO(path);
+    CHECK(resolve_docker("GET", path, "").refusal.empty());
+  }
+}
+
 TEST_CASE("{name} spans segments as mux's .* does, and {id} does not") {
   DockerAttributes a = resolve_docker("POST", "/images/ghcr.io/org/app/push", "tag=1");
   CHECK(a.action == "image.push");
@@ -231,12 +249,22 @@ TEST_CASE("pull and build facts come from the query, read as Go reads it") {
   CHECK(resolve_docker("POST", "/build", "networkmode=default").network_mode.empty());
 }
 
-TEST_CASE("form-encoded bodies are refused on every Docker request") {
+TEST_CASE("form-encoded, multipart and non-ASCII Content-Types are refused on every Docker request") {
   CHECK(docker_content_type_refusal("application/x-www-form-urlencoded").has_value());
   CHECK(docker_content_type_refusal("Application/X-WWW-Form-Urlencoded; charset=utf-8").has_value());
   CHECK_FALSE(docker_content_type_refusal("application/json").has_value());
   CHECK_FALSE(docker_content_type_refusal("application/x-tar").has_value());
   CHECK_FALSE(docker_content_type_refusal("").has_value());
+  // Red-team findings (session 13): Go trims U+00A0 and U+0085 as spaces and lowercases U+0130 to
+  // "i", so these were forms to dockerd and not to us; a multipart body filled in build options.
+  for (const char* ct : {"application/x-www-form-urlencoded\xc2\xa0", "\xc2\xa0" "application/x-www-form-urlencoded",
+                         "application/x-www-form-urlencoded\xc2\x85; charset=utf-8", "appl\xc4\xb0" "cation/x-www-form-urlencoded",
+                         "application/x-www-form-urlencoded\x0b", "application/json\x0c",
+                         "multipart/form-data; boundary=X", " Multipart/Mixed"}) {
+    INFO(ct);
+    CHECK(docker_content_type_refusal(ct).has_value());
+  }
+  CHECK_FALSE(docker_content_type_refusal("application/json;\tcharset=utf-8").has_value());
 }
 
 TEST_CASE("docs/docker-actions.md is the generated table") {
