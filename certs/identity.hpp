@@ -12,6 +12,10 @@ struct Identity {
   std::vector<std::string> groups;  // every subject O, in certificate order
   std::vector<std::string> dns;     // DNS SANs
   std::string fingerprint_sha256;   // lowercase hex of the leaf's DER
+  // Why a subject CN or O was left out (control characters, a leading or trailing space, not
+  // convertible to UTF-8), or empty when none was. Such a name is never forwarded in another
+  // spelling: a listener that forwards identities refuses the request instead.
+  std::string unusable;
 
   bool operator==(const Identity&) const = default;
 };

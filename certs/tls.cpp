@@ -8,9 +8,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string_view>
 
 #include "certs/spiffe.hpp"
@@ -229,12 +232,20 @@ void set_alpn_protocols(SSL_CTX* ctx, const BundleSpec& bundle, std::span<const 
 }
 
 // Sessions resume only on a context with the same bundle, trust anchors and client-cert mode:
-// a ticket from one listener's peers must not let them skip verification on another.
+// a ticket from one listener's peers must not let them skip verification on another. The CA and
+// CRL files count by their contents: after a reload that revokes a certificate (or drops a CA),
+// a session verified before it is not resumed but handshaken again, and refused.
 void set_session_id_context(SSL_CTX* ctx, const BundleSpec& bundle, ClientCertMode mode) {
   std::string scope = "portcullis";
-  for (const std::string* part : {&bundle.name, &bundle.ca, &bundle.crl}) {
+  scope.push_back('\0');
+  scope += bundle.name;
+  for (const std::string* file : {&bundle.ca, &bundle.crl}) {
     scope.push_back('\0');
-    scope += *part;
+    scope += *file;
+    if (file->empty()) continue;
+    std::ifstream in(*file, std::ios::binary);
+    scope.push_back('\0');
+    scope.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   scope.push_back(static_cast<char>('0' + static_cast<int>(mode)));
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
@@ -305,7 +316,11 @@ void read_subject_alt_names(X509* cert, Identity& identity) {
     const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
     if (name->type == GEN_DNS) {
       const std::string_view dns = ia5_view(name->d.dNSName);
-      if (!dns.empty() && is_safe_text(dns)) {
+      // Host names only (letters, digits, '-', '.', a leading "*."): a DNS SAN is copied into
+      // X-Forwarded-Client-Cert, where ';' or ',' would start a field of its own.
+      if (!dns.empty() && std::all_of(dns.begin(), dns.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '*';
+          })) {
         identity.dns.emplace_back(dns);
       }
     } else if (name->type == GEN_URI) {
@@ -405,7 +420,11 @@ namespace {
 X509* verified_peer_certificate(const SSL* ssl) {
   if (ssl == nullptr) return nullptr;
   X509* cert = SSL_get0_peer_certificate(ssl);
-  return cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK ? cert : nullptr;
+  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return nullptr;
+  // A resumed session carries the verification of its first handshake: a certificate that has
+  // expired since (tickets live up to two hours) no longer names anyone.
+  if (SSL_session_reused(const_cast<SSL*>(ssl)) && X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0) return nullptr;
+  return cert;
 }
 
 // identity_from_x509() for a certificate whose fingerprint the caller has already computed.
@@ -419,14 +438,24 @@ Identity identity_with_fingerprint(X509* cert, std::string fingerprint) {
     if (nid != NID_commonName && nid != NID_organizationName) {
       continue;
     }
+    const char* field = nid == NID_commonName ? "CN" : "O";
+    std::string why;
     std::optional<std::string> text = entry_text(entry);
     if (!text) {
-      continue;
+      why = std::string("a subject ") + field + " holds control characters or is not a string";
+    } else if (!text->empty() && (text->front() == ' ' || text->front() == '\t' || text->back() == ' ' ||
+                                  text->back() == '\t')) {
+      // An HTTP parser drops the spaces around a header value (RFC 9110 5.5): " system:masters"
+      // would arrive as system:masters.
+      why = std::string("the subject ") + field + " \"" + *text + "\" begins or ends with a space";
+      text.reset();
     }
-    // With several CNs the last (most specific) wins, as in Go's crypto/x509 that Kubernetes uses.
+    if (!text && identity.unusable.empty()) identity.unusable = std::move(why);
+    // With several CNs the last (most specific) wins, as in Go's crypto/x509 that Kubernetes uses:
+    // when that one is unusable the certificate names no user (never an earlier CN instead).
     if (nid == NID_commonName) {
-      identity.user = std::move(*text);
-    } else {
+      identity.user = text ? std::move(*text) : std::string();
+    } else if (text) {
       identity.groups.push_back(std::move(*text));
     }
   }

@@ -358,7 +358,7 @@ void parse_listeners(Reader& r, const YAML::Node& node, Config& cfg) {
     if (n.IsMap() && n["name"] && n["name"].IsScalar()) what = "listener '" + n["name"].Scalar() + "'";
     if (!r.is_map(n, what)) continue;
     r.check_keys(n, {"name", "address", "tls", "client_certs", "plaintext", "protocol", "upstream",
-                     "policy", "authenticate", "forward_identity", "limits"},
+                     "policy", "authenticate", "forward_identity", "headers_with_underscores", "limits"},
                  what);
     Listener l;
     l.loc = Reader::loc(n);
@@ -440,6 +440,23 @@ void parse_listeners(Reader& r, const YAML::Node& node, Config& cfg) {
         else r.error(n["forward_identity"], what + ": forward_identity must be xfcc, impersonate, remote_user or none");
         if (l.protocol == Protocol::tcp && l.forward_identity != ForwardIdentity::none)
           r.error(n["forward_identity"], what + ": a tcp listener cannot forward identity headers");
+        // Without Impersonate-* or X-Remote-*, the apiserver would act as the proxy's own
+        // certificate (which may impersonate anyone) for every client.
+        if (l.protocol == Protocol::kubernetes && (l.forward_identity == ForwardIdentity::xfcc ||
+                                                   l.forward_identity == ForwardIdentity::none))
+          r.error(n["forward_identity"], what + ": a kubernetes listener must name the client to the apiserver "
+                                                "(impersonate or remote_user); with " + *s +
+                                                " every request would run as the proxy's own identity");
+      }
+    }
+    if (n["headers_with_underscores"]) {
+      if (auto s = r.str(n["headers_with_underscores"], what + " headers_with_underscores")) {
+        if (*s == "drop") l.headers_with_underscores = Underscores::drop;
+        else if (*s == "reject") l.headers_with_underscores = Underscores::reject;
+        else if (*s == "allow") l.headers_with_underscores = Underscores::allow;
+        else r.error(n["headers_with_underscores"], what + ": headers_with_underscores must be drop, reject or allow");
+        if (l.protocol == Protocol::tcp)
+          r.error(n["headers_with_underscores"], what + ": a tcp listener reads no headers");
       }
     }
     if (n["limits"]) parse_limits(r, n["limits"], l.limits, what + " limits");
@@ -838,6 +855,15 @@ const char* to_string(Protocol p) {
     case Protocol::http: return "http";
     case Protocol::kubernetes: return "kubernetes";
     case Protocol::docker: return "docker";
+  }
+  return "?";
+}
+
+const char* to_string(Underscores u) {
+  switch (u) {
+    case Underscores::drop: return "drop";
+    case Underscores::reject: return "reject";
+    case Underscores::allow: return "allow";
   }
   return "?";
 }

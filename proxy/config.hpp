@@ -70,9 +70,13 @@ struct Limits {
 
 enum class Protocol { tcp, http, kubernetes, docker };
 enum class ForwardIdentity { xfcc, impersonate, remote_user, none };
+// A request header whose name has '_' (Envoy's headers_with_underscores_action): CGI/WSGI
+// environs and nginx's underscores_in_headers read X_Tenant as X-Tenant.
+enum class Underscores { drop, reject, allow };
 
 const char* to_string(Protocol p);
 const char* to_string(ForwardIdentity f);
+const char* to_string(Underscores u);
 
 struct Listener {
   std::string name;
@@ -85,6 +89,7 @@ struct Listener {
   std::string policy;
   std::vector<std::string> authenticate;  // client_cert, token_review
   ForwardIdentity forward_identity = ForwardIdentity::xfcc;
+  Underscores headers_with_underscores = Underscores::drop;
   Limits limits;
   Location loc;
 };

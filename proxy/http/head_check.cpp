@@ -3,8 +3,11 @@
 // 6.3; RFC 9110 section 7.2). Pure functions; never throw.
 #include "proxy/http/head_check.hpp"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <array>
+#include <vector>
 #include <boost/url/parse.hpp>
 
 namespace portcullis::http {
@@ -173,6 +176,71 @@ std::string check_request_fields(std::span<const policy::Header> fields) {
   if (!host) return "missing Host header";
   if (host->value.empty()) return "empty Host header";
   if (!valid_host(host->value)) return "Host header is not a valid host[:port]";
+  return {};
+}
+
+namespace {
+
+const std::string* field_of(std::span<const policy::Header> fields, std::string_view name) {
+  for (const auto& f : fields)
+    if (f.name == name) return &f.value;
+  return nullptr;
+}
+
+// The comma-separated items of a header value, trimmed and lowercased.
+std::vector<std::string> list_items(std::string_view list) {
+  std::vector<std::string> out;
+  while (true) {
+    auto comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    std::string lowered(item);
+    for (char& c : lowered)
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+    if (!lowered.empty()) out.push_back(std::move(lowered));
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+// RFC 6455 4.2.2: base64(SHA-1(key + GUID)).
+std::string websocket_accept(std::string_view key) {
+  std::string text(key);
+  text += "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha1(), nullptr) != 1) return {};
+  std::string out(4 * ((length + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), digest, static_cast<int>(length));
+  out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return out;
+}
+
+}  // namespace
+
+std::string check_switch(std::string_view offered, std::span<const policy::Header> request,
+                         std::span<const policy::Header> response) {
+  const std::string* connection = field_of(response, "connection");
+  const std::string* upgrade = field_of(response, "upgrade");
+  if (connection == nullptr || upgrade == nullptr)
+    return "the upstream answered 101 Switching Protocols without Connection: upgrade and an Upgrade header";
+  auto tokens = list_items(*connection);
+  if (std::find(tokens.begin(), tokens.end(), "upgrade") == tokens.end())
+    return "the upstream answered 101 Switching Protocols without Connection: upgrade";
+  auto chosen = list_items(*upgrade);
+  auto asked = list_items(offered);
+  if (chosen.size() != 1 || std::find(asked.begin(), asked.end(), chosen.front()) == asked.end())
+    return "the upstream answered 101 Switching Protocols to '" + printable(*upgrade) +
+           "', which is not one protocol the client asked for";
+  if (chosen.front() == "websocket") {
+    const std::string* key = field_of(request, "sec-websocket-key");
+    const std::string* accept = field_of(response, "sec-websocket-accept");
+    if (key == nullptr || accept == nullptr || *accept != websocket_accept(*key))
+      return "the upstream answered 101 Switching Protocols to websocket without the Sec-WebSocket-Accept for "
+             "the client's key";
+  }
   return {};
 }
 

@@ -19,4 +19,12 @@ std::string check_raw_head(std::string_view raw);
 // other than exactly "chunked", missing or duplicate Host, ...).
 std::string check_request_fields(std::span<const policy::Header> fields);
 
+// A 101 Switching Protocols from the upstream is a switch (after which bytes are relayed and no
+// rule sees them) only when it is one (RFC 9110 7.8, 15.2.2): `Connection: upgrade`, and an
+// `Upgrade` naming a protocol among `offered` (the client's Upgrade); for websocket, also the
+// Sec-WebSocket-Accept that answers the client's key (RFC 6455 4.2.2). An upstream that echoes a
+// status (httpbin's /status/101) has not switched. Returns empty when it is a switch, else why not.
+std::string check_switch(std::string_view offered, std::span<const policy::Header> request,
+                         std::span<const policy::Header> response);
+
 }  // namespace portcullis::http

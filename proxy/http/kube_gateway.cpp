@@ -98,9 +98,16 @@ bool header_safe(std::string_view v) {
   });
 }
 
+// ... and arrives as it left: a space at either end would be dropped by the apiserver's parser
+// (RFC 9110 5.5), so " system:masters" would be impersonated as system:masters.
+bool name_header_safe(std::string_view v) {
+  auto space = [](char c) { return c == ' ' || c == '\t'; };
+  return header_safe(v) && (v.empty() || (!space(v.front()) && !space(v.back())));
+}
+
 bool identity_header_safe(const certs::Identity& id) {
-  if (!header_safe(id.user)) return false;
-  return std::all_of(id.groups.begin(), id.groups.end(), [](const std::string& g) { return header_safe(g); });
+  if (!name_header_safe(id.user)) return false;
+  return std::all_of(id.groups.begin(), id.groups.end(), [](const std::string& g) { return name_header_safe(g); });
 }
 
 std::string quoted(std::string_view s) {
@@ -250,10 +257,13 @@ net::awaitable<std::optional<KubeGateway::Refusal>> KubeGateway::prepare(const L
       identity_ = &*token_identity_;
     }
   }
+  if (names_client() && identity_ && !identity_->unusable.empty())
+    co_return Refusal{403, "denied", "the client certificate cannot be impersonated as it is: " + identity_->unusable};
   if (names_client() && identity_ && identity_->user.empty())
     co_return Refusal{403, "denied", "the client certificate names no user (empty CN): nothing to impersonate"};
   if (names_client() && identity_ && !identity_header_safe(*identity_))
-    co_return Refusal{403, "denied", "the client's user or group name contains control characters"};
+    co_return Refusal{403, "denied",
+                      "the client's user or group name contains control characters or begins or ends with a space"};
   co_return std::nullopt;
 }
 
@@ -320,7 +330,7 @@ void KubeGateway::append_identity_headers(std::string& out) const {
   }
   // Without a client identity the request must not run as the proxy itself: name the
   // apiserver's anonymous user explicitly.
-  static const certs::Identity anonymous{{}, "system:anonymous", {"system:unauthenticated"}, {}, {}};
+  static const certs::Identity anonymous{{}, "system:anonymous", {"system:unauthenticated"}, {}, {}, {}};
   const certs::Identity& id = identity_ ? *identity_ : anonymous;
   out += user_header;
   out += id.user;

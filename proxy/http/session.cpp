@@ -70,10 +70,17 @@ bool is_hop_by_hop(std::string_view name) {
          name == "http2-settings";
 }
 
-// Identity headers only Portcullis may set: a client's copies are removed.
+// Identity headers only Portcullis may set: a client's copies are removed, every X-Remote-*
+// (the apiserver's --requestheader-*-headers: User, Group, Uid, Extra-*) included, and in any
+// spelling with '_' for '-' (X_Forwarded_Client_Cert is the same header to CGI/WSGI and to nginx
+// with underscores_in_headers), whatever headers_with_underscores says.
 bool is_identity_header(std::string_view name) {
-  return name == "x-forwarded-client-cert" || name == "x-remote-user" || name == "x-remote-group" ||
-         name.starts_with("x-remote-extra-");
+  auto is = [&](std::string_view want) {
+    return name.size() >= want.size() && std::equal(want.begin(), want.end(), name.begin(), [](char w, char n) {
+             return w == n || (w == '-' && n == '_');
+           });
+  };
+  return (is("x-forwarded-client-cert") && name.size() == 23) || is("x-remote-");
 }
 
 // RFC 9110 9.2.2.
@@ -102,8 +109,20 @@ std::string xfcc_value(const certs::Identity& id) {
     }
     return out + "\"";
   };
-  std::string subject = "CN=" + id.user;
-  for (const auto& g : id.groups) subject += ",O=" + g;
+  // RFC 4514 escaping inside each value, so that a CN "mallory,O=ops" stays one CN.
+  auto dn_value = [](std::string_view v) {
+    std::string out;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      const char c = v[i];
+      if (std::string_view(",+\"\\<>;=").find(c) != std::string_view::npos || (i == 0 && (c == '#' || c == ' ')) ||
+          (i + 1 == v.size() && c == ' '))
+        out += '\\';
+      out += c;
+    }
+    return out;
+  };
+  std::string subject = "CN=" + dn_value(id.user);
+  for (const auto& g : id.groups) subject += ",O=" + dn_value(g);
   std::string v = "Hash=" + id.fingerprint_sha256;
   if (!id.spiffe.empty()) v += ";URI=" + id.spiffe;
   v += ";Subject=" + quote(subject);
@@ -359,6 +378,17 @@ class HttpSession {
     rq_->keep_alive = req.keep_alive();  // HTTP/1.1 without `close`, HTTP/1.0 with `keep-alive`
     rq_->http10 = req.version == 10;
     if (auto why = http::check_request_fields(req.fields); !why.empty()) co_return co_await refuse_framing(std::move(why));
+    // Header names with '_' (headers_with_underscores): an upstream that reads X_Tenant as
+    // X-Tenant would see a header no `headers:` rule looked at.
+    auto underscored = [](const policy::Header& f) { return f.name.find('_') != std::string::npos; };
+    if (lrt_->cfg.headers_with_underscores != config::Underscores::allow && std::ranges::any_of(req.fields, underscored)) {
+      if (lrt_->cfg.headers_with_underscores == config::Underscores::reject) {
+        std::string why = "header name '" + std::ranges::find_if(req.fields, underscored)->name +
+                          "' has an underscore, which some upstreams read as '-' (headers_with_underscores: reject)";
+        co_return co_await refuse(400, "bad_request", std::move(why));
+      }
+      std::erase_if(req.fields, underscored);
+    }
     auto target = policy::normalize_target(req.method, req.target);
     if (!target.ok) co_return co_await refuse(400, "bad_request", "request target refused: " + target.error);
     rq_->path = target.path;
@@ -387,8 +417,13 @@ class HttpSession {
       }
     }
     for (const auto& f : req.fields)
-      if (f.name.starts_with("impersonate-"))
+      if (f.name.starts_with("impersonate-") || f.name.starts_with("impersonate_"))
         co_return co_await deny("client-sent " + f.name + " header refused: only Portcullis sets impersonation", "", has_body);
+    // A subject name left out of the identity (a space at an end, control characters) is not
+    // forwarded in some other spelling, nor quietly dropped from what the upstream is told.
+    if (peer_ && !peer_->unusable.empty() && lrt_->cfg.protocol != config::Protocol::kubernetes &&
+        lrt_->cfg.forward_identity != config::ForwardIdentity::none)
+      co_return co_await deny("the client certificate cannot be forwarded as it is: " + peer_->unusable, "", has_body);
 
     // Kubernetes listeners: who asks (client certificate or TokenReview) and what, in RBAC terms.
     std::optional<http::KubeGateway> kube;
@@ -637,6 +672,14 @@ class HttpSession {
           rq_->bytes_out += h.size();
         }
         continue;
+      }
+      if (resp.status == 101) {
+        // After a switch the bytes are relayed and no rule sees them: only a real one counts.
+        const std::string* offered = req.field("upgrade");
+        std::string why = upgrade && offered ? http::check_switch(*offered, req.fields, resp.fields)
+                                  : std::string("the upstream answered 101 Switching Protocols to a request that "
+                                                "did not ask to upgrade");
+        if (!why.empty()) co_return co_await upstream_failed(502, std::move(why));
       }
       co_return co_await send_response(req, resp, upgrade && resp.status == 101);
     }

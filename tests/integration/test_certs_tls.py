@@ -44,7 +44,7 @@ class DevPki:
                    "--ip", "127.0.0.1", "--server")
         return os.path.join(out_dir, f"{name}.crt"), os.path.join(out_dir, f"{name}.key")
 
-    def forge_client(self, name, expired=False, ekus=(ExtendedKeyUsageOID.CLIENT_AUTH,)):
+    def forge_client(self, name, expired=False, ekus=(ExtendedKeyUsageOID.CLIENT_AUTH,), lifetime=None):
         """A client certificate signed by this CA that `certs issue` would refuse to make."""
         with open(os.path.join(self.ca_dir, "ca.key"), "rb") as f:
             ca_key = serialization.load_pem_private_key(f.read(), None)
@@ -52,7 +52,7 @@ class DevPki:
             ca_cert = x509.load_pem_x509_certificate(f.read())
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        not_after = now - datetime.timedelta(days=1) if expired else now + datetime.timedelta(days=10)
+        not_after = now - datetime.timedelta(days=1) if expired else now + (lifetime or datetime.timedelta(days=10))
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -327,6 +327,76 @@ def check_rotation(pki, p, rotate, cert_path):
     resumed = s_client(pki, port, "-sess_in", session)
     assert "Reused, TLSv1.3" in resumed, resumed
     assert "200 OK" in resumed, resumed
+
+
+def write_crl(pki, path, revoked=()):
+    """A CRL signed by the dev CA, revoking the certificates at `revoked` (paths)."""
+    with open(os.path.join(pki.ca_dir, "ca.key"), "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), None)
+    with open(pki.ca_path, "rb") as f:
+        ca_cert = x509.load_pem_x509_certificate(f.read())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+         .last_update(now - datetime.timedelta(minutes=1)).next_update(now + datetime.timedelta(days=1)))
+    for cert in revoked:
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(file_serial(cert))
+                                      .revocation_date(now - datetime.timedelta(minutes=1)).build())
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    os.rename(tmp, path)
+
+
+@pytest.mark.parametrize("version", ["-tls1_3", "-tls1_2"])
+def test_a_revoked_client_cannot_resume_a_session_from_before_the_revocation(env, version):
+    """Red-team finding (session 13): the session id context named the CRL by its path, so a
+    session from before a reload that revoked the client still resumed (for the tickets' 2 hours)."""
+    d, pki, up = env
+    cert, key = pki.issue_server(os.path.join(d, "server"))
+    crl = os.path.join(d, "clients.crl")
+    write_crl(pki, crl)
+    p = Proxy(sidecar_config(up.address, cert, key, pki.ca_path, paths_rule("everything", '["/**"]'),
+                             bundle_extra=f", crl: {crl}"), d)
+    try:
+        port = p.port("inbound")
+        session = os.path.join(d, "session.pem")
+        first = s_client(pki, port, version, "-sess_out", session)
+        assert "200 OK" in first, first
+        assert "Reused" in s_client(pki, port, version, "-sess_in", session)  # resumption works at all
+        write_crl(pki, crl, revoked=[pki.alice[0]])
+        deadline = time.time() + 20
+        while "200 OK" in s_client(pki, port, version) and time.time() < deadline:  # until the reload
+            time.sleep(0.1)
+        assert "200 OK" not in s_client(pki, port, version), "the revocation was not picked up"
+        resumed = s_client(pki, port, version, "-sess_in", session)
+        assert "Reused" not in resumed and "200 OK" not in resumed, resumed
+    finally:
+        p.stop()
+
+
+def test_a_session_resumed_after_its_certificate_expired_names_no_one(env):
+    """A resumed session carries its first handshake's verification; once the certificate has
+    expired (tickets live two hours) the connection is served as no identity: denied."""
+    d, pki, up = env
+    cert, key = pki.issue_server(os.path.join(d, "server"))
+    short = pki.forge_client("shortlived", lifetime=datetime.timedelta(seconds=3))
+    p = Proxy(config(pki, up.address, cert, key), d)
+    try:
+        port = p.port("inbound")
+        session = os.path.join(d, "session.pem")
+        request = b"GET /resume HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+        def once(*args):
+            r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                                "-CAfile", pki.ca_path, "-cert", short[0], "-key", short[1], "-ign_eof", *args],
+                               input=request, capture_output=True, timeout=30)
+            return (r.stdout + r.stderr).decode(errors="replace")
+        assert "200 OK" in once("-sess_out", session)
+        time.sleep(4)
+        resumed = once("-sess_in", session)
+        assert "Reused" in resumed and "403 Forbidden" in resumed, resumed
+    finally:
+        p.stop()
 
 
 def test_rotation_in_place_keeps_connections_and_sessions(env):

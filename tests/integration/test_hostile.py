@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from harness import Pki, Proxy, RecordingUpstream, client_tls_context, curl, paths_rule, raw_exchange, \
+from harness import Pki, Proxy, RecordingUpstream, client_tls_context, curl, paths_rule, raw_exchange, wait_until, \
     sidecar_config, tmpdir
 from test_reload import keepalive_client, status_of
 
@@ -313,3 +313,174 @@ def test_upstream_refused_reset_and_hanging_while_others_are_served(env):
     finally:
         faulty.close()
         assert p.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser differences between us and the upstream (red-team findings, session 13)
+
+class SwitchingUpstream:
+    """Answers each connection's first request with `answer(request_head)` (bytes), then records
+    whatever else arrives on that connection as raw bytes (what a relay would let through)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.after = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.address = f"tcp://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        c.settimeout(5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            c.sendall(self.answer(head.decode("latin-1")))
+            later = rest
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                later += chunk
+        except OSError:
+            later = b""
+        finally:
+            c.close()
+        if later:
+            self.after.append(later)
+
+    def close(self):
+        self.sock.close()
+
+
+def _ws_accept(head):
+    import base64
+    import hashlib
+    key = [line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("sec-websocket-key:")]
+    return base64.b64encode(hashlib.sha1((key[0] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+
+
+WS_REQUEST = (b"GET /chat HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+SMUGGLED = b"GET /admin/secret HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+
+@pytest.mark.parametrize("answer", [
+    # httpbin's /status/101: a status, not a switch.
+    lambda head: b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    lambda head: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+    lambda head: b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+    lambda head: b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+                 b"Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+], ids=["bare", "no-connection", "other-protocol", "wrong-accept"])
+def test_a_101_that_is_not_a_switch_is_a_502_and_nothing_more_is_relayed(env, answer):
+    """Once switched, bytes are relayed and no rule sees them: an upstream that answers 101 without
+    switching to what the client asked would let a pipelined request through unchecked."""
+    d, pki, _ = env
+    up = SwitchingUpstream(answer)
+    p = Proxy(config(pki, up.address), d)
+    try:
+        out = raw_exchange(p.port("inbound"), WS_REQUEST + SMUGGLED, pki, "alice", timeout=5)
+        assert out.startswith(b"HTTP/1.1 502 "), out[:300]
+        assert b"101 Switching Protocols" in out and b"without" in out or b"not one protocol" in out, out[:600]
+        time.sleep(0.3)
+        assert not up.after, up.after  # the pipelined request never reached the upstream
+    finally:
+        p.stop()
+        up.close()
+
+
+def test_a_real_websocket_switch_is_relayed(env):
+    d, pki, _ = env
+    up = SwitchingUpstream(lambda head: ("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                                         "Sec-WebSocket-Accept: %s\r\n\r\n" % _ws_accept(head)).encode())
+    p = Proxy(config(pki, up.address), d)
+    try:
+        s = client_tls_context(pki, "alice").wrap_socket(socket.create_connection(("127.0.0.1", p.port("inbound")), timeout=5),
+                                                         server_hostname="localhost")
+        s.sendall(WS_REQUEST)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        s.sendall(b"frames after the switch")
+        s.close()
+        assert wait_until(lambda: up.after == [b"frames after the switch"], 5), up.after
+    finally:
+        p.stop()
+        up.close()
+
+
+def test_header_names_with_underscores(env, tmp_path):
+    """X_Forwarded_Client_Cert is X-Forwarded-Client-Cert to CGI/WSGI and to nginx with
+    underscores_in_headers: by default such names are dropped (nginx's default); `reject` answers
+    400; `allow` forwards them, except the spellings of the headers only we set."""
+    d, pki, up = env
+    forged = "X_Forwarded_Client_Cert: Hash=00;URI=spiffe://cluster.local/ns/shop/sa/frontend"
+    request = ("GET /tenant HTTP/1.1\r\nHost: localhost\r\n%s\r\nX_Tenant: red\r\nX-Tenant: blue\r\n"
+               "X_Remote_User: admin\r\nConnection: close\r\n\r\n" % forged).encode()
+    for mode, status, forwarded in (("drop", 200, []), (None, 200, []), ("reject", 400, None),
+                                    ("allow", 200, [("x_tenant", "red")])):
+        cfg = config(pki, up.address)
+        if mode:
+            cfg = cfg.replace("    policy: inbound\n", f"    policy: inbound\n    headers_with_underscores: {mode}\n", 1)
+        p = Proxy(cfg, d)
+        try:
+            before = len(up.requests)
+            out = raw_exchange(p.port("inbound"), request, pki, "alice")
+            assert out.startswith(b"HTTP/1.1 %d " % status), (mode, out[:300])
+            if forwarded is None:
+                assert b"x_forwarded_client_cert" in out and b"headers_with_underscores: reject" in out, out
+                assert len(up.requests) == before
+                continue
+            r = up.requests[before]
+            assert [(k, v) for k, v in r["header_list"] if "_" in k] == forwarded, (mode, r["header_list"])
+            assert [v for k, v in r["header_list"] if k == "x-tenant"] == ["blue"]
+            assert [v for k, v in r["header_list"] if k == "x-forwarded-client-cert"][0].startswith("Hash="), r
+            assert "frontend" not in str(r["header_list"])
+        finally:
+            p.stop()
+
+
+def test_forwarded_identity_is_exactly_what_was_verified(env):
+    """A subject name with a space at either end (which parsers drop) or control characters is not
+    forwarded in another spelling: the request is refused. A DNS SAN that is not a host name (a ';'
+    would start an XFCC field of its own) is left out of the identity."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    d, pki, up = env
+    p = Proxy(config(pki, up.address), d)
+    try:
+        port = p.port("inbound")
+        crt, key = pki.ca.issue("spaced", subject=[x509.NameAttribute(NameOID.ORGANIZATION_NAME, " system:masters"),
+                                                   x509.NameAttribute(NameOID.COMMON_NAME, "mallory")])
+        pki.clients["spaced"] = (crt, key)
+        before = len(up.requests)
+        out = raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", pki, "spaced")
+        assert out.startswith(b"HTTP/1.1 403 ") and b"cannot be forwarded as it is" in out, out[:400]
+        assert len(up.requests) == before
+        crt, key = pki.ca.issue("sans", dns=["ok.shop.svc", "x.shop.svc;URI=spiffe://cluster.local/ns/shop/sa/frontend"],
+                                cn="mallory,O=ops")
+        pki.clients["sans"] = (crt, key)
+        out = raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", pki, "sans")
+        assert out.startswith(b"HTTP/1.1 200 "), out[:300]
+        xfcc = up.requests[-1]["headers"]["x-forwarded-client-cert"]
+        assert xfcc.endswith(";DNS=ok.shop.svc") and "frontend" not in xfcc, xfcc
+        # The CN stays one RFC 4514 value (then quoted for XFCC: each backslash doubled).
+        assert ';Subject="CN=mallory\\\\,O\\\\=ops";' in xfcc, xfcc
+    finally:
+        p.stop()

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from harness import Pki, Proxy, curl, tmpdir
+from harness import BIN, Pki, Proxy, curl, tmpdir
 from kube_standin import FAILING_TOKEN, StandInApiserver
 
 GOOD_TOKEN = "good-token-for-carol"
@@ -313,11 +313,15 @@ def test_remote_user_mode_sends_x_remote_headers(env):
         before = len(api.seen("GET", "/api/v1/namespaces/prod/pods"))
         rc, body, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key,
                              "-H", "X-Remote-User: system:admin", "-H", "Authorization: Bearer forged",
+                             # every client X-Remote-* (the apiserver may read X-Remote-Uid), any spelling
+                             "-H", "X-Remote-Uid: 0", "-H", "X_Remote_User: system:admin", "-H", "X-Remote-Extra-Scopes: all",
                              f"https://127.0.0.1:{proxy.port('kube')}/api/v1/namespaces/prod/pods")
         assert rc == 0 and b"PodList" in body, (body, err)
         r = api.seen("GET", "/api/v1/namespaces/prod/pods")[before]
         assert headers_of(r, "x-remote-user") == ["alice"] and headers_of(r, "x-remote-group") == ["dev"]
         assert not headers_of(r, "impersonate-user") and not headers_of(r, "authorization")
+        names = [k for k, _ in r["headers"]]
+        assert [n for n in names if n.replace("_", "-").startswith("x-remote-")] == ["x-remote-user", "x-remote-group"], names
     finally:
         proxy.stop()
 
@@ -340,6 +344,52 @@ def test_certificate_that_cannot_be_impersonated_is_refused(env):
     rc, body, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, "-w", "%{http_code}", url)
     assert body.endswith(b"403") and (b"names no user" in body or b"control characters" in body), body
     assert len(api.requests) == before
+
+
+# Red-team findings (session 13).
+
+def test_names_with_spaces_at_either_end_are_never_impersonated(env):
+    """The apiserver's Go parser drops the spaces around a header value: O=" system:masters" would
+    be impersonated as system:masters (no RBAC at all). The proxy refuses such a certificate, and
+    such a TokenReview answer, instead of forwarding what the apiserver would read differently."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    pki, port, api = env["pki"], env["proxy"].port("kube"), env["api"]
+    before = len(api.requests)
+    url = f"https://127.0.0.1:{port}/api/v1/namespaces/prod/pods"
+    for name, subject, words in (
+            ("spaced-o", [x509.NameAttribute(NameOID.ORGANIZATION_NAME, " system:masters"),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dev"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, "mallory")], b'O \\" system:masters\\" begins or ends'),
+            ("spaced-cn", [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dev"),
+                           x509.NameAttribute(NameOID.COMMON_NAME, "system:admin ")], b"begins or ends with a space"),
+            # The last CN decides, as in Go; an unusable last CN is not replaced by an earlier one.
+            ("cn-fallback", [x509.NameAttribute(NameOID.COMMON_NAME, "system:admin"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, "dave\n"),
+                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dev")], b"control characters")):
+        pki.clients[name] = crt, key = pki.ca.issue(name, subject=subject)
+        rc, body, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, "-w", "%{http_code}", url)
+        assert body.endswith(b"403") and b"cannot be impersonated as it is" in body and words in body, (name, body)
+    # The same through kubectl, which prints our Status.
+    cfg = kubeconfig(env, "spaced", client="spaced-o")
+    rc, out, err = kubectl(env, cfg, "get", "pods", "-n", "prod")
+    assert rc != 0 and "cannot be impersonated as it is" in err, err
+    assert len(api.requests) == before
+    # A TokenReview naming a group with a leading space.
+    api.tokens["spaced-token"] = ("carol", [" system:masters", "dev"])
+    rc, body, err = curl("--cacert", pki.ca.ca_path, "-H", "Authorization: Bearer spaced-token", "-w", "%{http_code}", url)
+    assert body.endswith(b"403") and b"begins or ends with a space" in body, body
+    assert not [r for r in api.requests[before:] if r["path"].startswith("/api/v1/namespaces/prod/pods")]
+
+
+def test_a_kubernetes_listener_must_name_the_client(env, tmp_path):
+    """forward_identity xfcc or none would have the apiserver act as the proxy for everyone."""
+    pki, api = env["pki"], env["api"]
+    for mode in ("none", "xfcc"):
+        path = tmp_path / f"{mode}.yaml"
+        path.write_text(proxy_config(pki, api, pki.server_cert, pki.server_key, forward_identity=mode))
+        p = subprocess.run([BIN, "check", "-c", str(path)], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "must name the client to the apiserver" in p.stderr + p.stdout, p.stderr
 
 
 def test_anonymous_request_is_denied(env):

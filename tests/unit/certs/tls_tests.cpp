@@ -149,6 +149,49 @@ TEST_CASE("a CN or O with control characters is not used as identity", "[identit
   CHECK(identity_from_x509(nullptr).fingerprint_sha256.empty());
 }
 
+namespace {
+Identity identity_with_subject(X509* cert, std::initializer_list<std::pair<const char*, const char*>> entries) {
+  X509_NAME* name = X509_NAME_new();
+  for (const auto& [field, value] : entries)
+    X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(value), -1, -1, 0);
+  X509_set_subject_name(cert, name);
+  X509_NAME_free(name);
+  return identity_from_x509(cert);
+}
+}  // namespace
+
+// Red-team findings (session 13): an HTTP parser drops the spaces around a header value, so
+// " system:masters" would be forwarded as system:masters; and an unusable last CN must not hand
+// the user name to an earlier CN (Go, which the apiserver uses, reads the last one).
+TEST_CASE("a CN or O with a space at either end is left out and said why, and the last CN decides", "[identity]") {
+  Pki pki;
+  X509* cert = load_certificate(pki.client.cert);
+  Identity id = identity_with_subject(cert, {{"O", " system:masters"}, {"O", "dev"}, {"CN", "mallory"}});
+  CHECK(id.groups == std::vector<std::string>{"dev"});
+  CHECK(id.user == "mallory");
+  CHECK(id.unusable.find("O \" system:masters\" begins or ends with a space") != std::string::npos);
+  id = identity_with_subject(cert, {{"CN", "admin\t"}});
+  CHECK(id.user.empty());
+  CHECK_FALSE(id.unusable.empty());
+  id = identity_with_subject(cert, {{"CN", "system:admin"}, {"CN", "dave\n"}, {"O", "dev"}});
+  CHECK(id.user.empty());
+  CHECK(id.unusable.find("control characters") != std::string::npos);
+  id = identity_with_subject(cert, {{"CN", "dave\n"}, {"CN", "system:admin"}});
+  CHECK(id.user == "system:admin");  // the last one is usable
+  id = identity_with_subject(cert, {{"CN", "a b"}, {"O", "x y"}});
+  CHECK((id.user == "a b" && id.groups == std::vector<std::string>{"x y"} && id.unusable.empty()));
+  X509_free(cert);
+}
+
+TEST_CASE("a DNS SAN that is not a host name is left out", "[identity]") {
+  Pki pki;
+  X509* cert = load_certificate(pki.client.cert);
+  replace_subject_alt_names(cert, "DNS:ok.shop.svc,DNS:x.shop.svc;URI=spiffe://cluster.local/ns/shop/sa/frontend,"
+                                  "DNS:*.shop.svc,DNS:under_score.svc,DNS:sp ace.svc");
+  CHECK(identity_from_x509(cert).dns == std::vector<std::string>{"ok.shop.svc", "*.shop.svc"});
+  X509_free(cert);
+}
+
 TEST_CASE("building a context names the file at fault", "[tls]") {
   Pki pki;
   BundleSpec missing = pki.server;

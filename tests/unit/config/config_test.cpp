@@ -52,6 +52,7 @@ TEST_CASE("a minimal config loads with the documented defaults") {
   CHECK(l.address.port == 15006);
   CHECK(l.protocol == portcullis::config::Protocol::http);
   CHECK(l.forward_identity == portcullis::config::ForwardIdentity::xfcc);
+  CHECK(l.headers_with_underscores == portcullis::config::Underscores::drop);
   CHECK(l.client_certs == portcullis::certs::ClientCertMode::required);
   CHECK(l.limits.header_bytes == 65536);
   CHECK(l.limits.idle_timeout_ms == 60000);
@@ -230,4 +231,25 @@ TEST_CASE("relative file paths are relative to the config file") {
   auto text = base("", "tls:\n  w: { cert: a.crt, key: a.key, ca: ca.crt }\n");
   auto cfg = load_string(text, (dir / "portcullis.yaml").string());
   CHECK(cfg.tls.at("w").cert == (dir / "a.crt").string());
+}
+
+TEST_CASE("headers_with_underscores takes drop, reject or allow, and not on tcp listeners") {
+  auto listener = [](const std::string& extra, const std::string& protocol = "http") {
+    return base("listeners:\n  - name: inbound\n    address: 127.0.0.1:15006\n    upstream: app\n    policy: inbound\n"
+                "    protocol: " + protocol + "\n" + extra);
+  };
+  CHECK(load_string(listener("    headers_with_underscores: reject\n"), "test.yaml").listeners[0].headers_with_underscores ==
+        portcullis::config::Underscores::reject);
+  CHECK_THAT(errors_of(listener("    headers_with_underscores: strip\n")),
+             Catch::Contains("test.yaml:9:31: listener 'inbound': headers_with_underscores must be drop, reject or allow"));
+  CHECK_THAT(errors_of(listener("    headers_with_underscores: allow\n", "tcp")),
+             Catch::Contains("a tcp listener reads no headers"));
+}
+
+TEST_CASE("a kubernetes listener must name the client to the apiserver") {
+  for (const char* mode : {"none", "xfcc"}) {
+    std::string text = base(std::string("listeners:\n  - name: kube\n    address: 127.0.0.1:8443\n    upstream: app\n"
+                                        "    policy: inbound\n    protocol: kubernetes\n    forward_identity: ") + mode + "\n");
+    CHECK_THAT(errors_of(text), Catch::Contains("must name the client to the apiserver (impersonate or remote_user)"));
+  }
 }

@@ -116,7 +116,7 @@ TEST_CASE("a docker denial names what the caller's nearest rule lacks, and only 
   auto attrs = policy::resolve_docker("POST", "/v1.41/containers/create", "");
   REQUIRE_FALSE(policy::inspect_docker_body("application/json", R"({"Image":"busybox","HostConfig":{"Privileged":true}})",
                                             attrs, {}));
-  certs::Identity alice{"", "alice", {"ops"}, {}, "00"};
+  certs::Identity alice{"", "alice", {"ops"}, {}, "00", {}};
   policy::Request req;
   req.peer = &alice;
   req.method = "POST";
@@ -129,7 +129,7 @@ TEST_CASE("a docker denial names what the caller's nearest rule lacks, and only 
   CHECK(reason.find("rule ops-run would, but privileged containers are not allowed") != std::string::npos);
   CHECK(reason.find("secret-admins") == std::string::npos);
 
-  certs::Identity mallory{"", "mallory", {"visitors"}, {}, "01"};
+  certs::Identity mallory{"", "mallory", {"visitors"}, {}, "01", {}};
   req.peer = &mallory;
   decision = pol->decide(req);
   CHECK(http::docker_denial_reason(*pol, req, decision) == decision.reason);  // no rule described to a stranger

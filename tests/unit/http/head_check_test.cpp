@@ -6,6 +6,7 @@
 
 using portcullis::http::check_raw_head;
 using portcullis::http::check_request_fields;
+using portcullis::http::check_switch;
 using portcullis::policy::Header;
 
 namespace {
@@ -109,4 +110,25 @@ TEST_CASE("fields: Host present once, non-empty, a valid host[:port]") {
   CHECK(fields({{"host", "[::1"}}) == "Host header is not a valid host[:port]");
   CHECK(fields({{"host", "[zz]"}}) == "Host header is not a valid host[:port]");
   CHECK(fields({{"host", "a%2eb"}}) == "Host header is not a valid host[:port]");
+}
+
+TEST_CASE("a 101 is a switch only to a protocol the client offered, with websocket's accept") {
+  const std::vector<Header> ws_request{{"upgrade", "websocket"}, {"sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="}};
+  // RFC 6455 section 1.3's example key and answer.
+  CHECK(check_switch("websocket", ws_request,
+                     std::vector<Header>{{"connection", "Upgrade"}, {"upgrade", "WebSocket"},
+                                         {"sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}})
+            .empty());
+  CHECK(check_switch("SPDY/3.1, websocket", {}, std::vector<Header>{{"connection", "keep-alive, upgrade"}, {"upgrade", "spdy/3.1"}})
+            .empty());
+  CHECK_FALSE(check_switch("websocket", ws_request, {}).empty());  // an echoed status
+  CHECK_FALSE(check_switch("websocket", ws_request, std::vector<Header>{{"upgrade", "websocket"}}).empty());
+  CHECK_FALSE(check_switch("websocket", ws_request,
+                           std::vector<Header>{{"connection", "upgrade"}, {"upgrade", "websocket"}}).empty());
+  CHECK_FALSE(check_switch("websocket", ws_request,
+                           std::vector<Header>{{"connection", "upgrade"}, {"upgrade", "websocket"},
+                                               {"sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOX="}})
+                  .empty());
+  CHECK_FALSE(check_switch("echo", {}, std::vector<Header>{{"connection", "upgrade"}, {"upgrade", "h2c"}}).empty());
+  CHECK_FALSE(check_switch("a, b", {}, std::vector<Header>{{"connection", "upgrade"}, {"upgrade", "a, b"}}).empty());
 }

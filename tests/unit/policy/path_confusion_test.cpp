@@ -147,7 +147,7 @@ const char* name(Expect e) {
 TEST_CASE("path confusion: outcome and upstream path for each spelling") {
   STATIC_REQUIRE(std::size(cases) >= 40);
   const auto policy = make_policy();
-  const certs::Identity peer{"spiffe://cluster.local/ns/a/sa/b", "", {}, {}, ""};
+  const certs::Identity peer{"spiffe://cluster.local/ns/a/sa/b", "", {}, {}, "", {}};
   for (const Case& c : cases) {
     const NormalizedTarget n = normalize_target(c.method, c.target);
     Expect got = Expect::rejected;
