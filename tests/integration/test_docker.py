@@ -298,6 +298,30 @@ def test_interactive_terminal_and_its_resizes_reach_the_container(gw):
         gw.daemon.cli("rm", "-f", "tty-target", check=False)
 
 
+def test_attach_over_websocket(gw):
+    """GET /containers/{id}/attach/ws (what web consoles use): dockerd's websocket handshake passes
+    our 101 check (Sec-WebSocket-Accept for the client's key) and the output arrives in frames."""
+    rc, out, err = gw.docker("ops", "run", "-d", "--name", "ws-target", "--network", "none", "busybox", "sh", "-c",
+                             "sleep 1; echo hello over websocket; sleep 30")
+    assert rc == 0, err
+    try:
+        s = client_tls_context(gw.pki, "ops").wrap_socket(socket.create_connection(("127.0.0.1", gw.port), timeout=15),
+                                                          server_hostname="localhost")
+        s.sendall(b"GET /containers/ws-target/attach/ws?stream=1&stdout=1 HTTP/1.1\r\nHost: docker\r\n"
+                  b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://docker\r\n\r\n")
+        got = b""
+        while b"hello over websocket" not in got:
+            chunk = s.recv(4096)
+            assert chunk, got
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 101 "), got[:300]
+        assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in got.split(b"\r\n\r\n")[0], got[:300]
+        s.close()
+    finally:
+        gw.daemon.cli("rm", "-f", "ws-target", check=False)
+
+
 def test_logs_follow_streams_while_the_container_runs(gw):
     rc, out, err = gw.docker("ops", "run", "-d", "--name", "chatty", "--network", "none", "busybox", "sh", "-c",
                              "echo first; sleep 300")
