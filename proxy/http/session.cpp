@@ -424,6 +424,13 @@ class HttpSession {
     if (peer_ && !peer_->unusable.empty() && lrt_->cfg.protocol != config::Protocol::kubernetes &&
         lrt_->cfg.forward_identity != config::ForwardIdentity::none)
       co_return co_await deny("the client certificate cannot be forwarded as it is: " + peer_->unusable, "", has_body);
+    // One X-Remote-Group line per group: a CGI/WSGI app joins repeated lines with commas, so a
+    // group "viewer,ops" would read as two groups.
+    if (peer_ && lrt_->cfg.protocol != config::Protocol::kubernetes &&
+        lrt_->cfg.forward_identity == config::ForwardIdentity::remote_user &&
+        std::ranges::any_of(peer_->groups, [](const std::string& g) { return g.find(',') != std::string::npos; }))
+      co_return co_await deny("the client certificate has a group name with a comma, which X-Remote-Group cannot carry",
+                              "", has_body);
 
     // Kubernetes listeners: who asks (client certificate or TokenReview) and what, in RBAC terms.
     std::optional<http::KubeGateway> kube;

@@ -67,6 +67,8 @@ struct DockerAttributes {
   bool masked_paths_overridden = false;    // MaskedPaths / ReadonlyPaths given: like systempaths=unconfined
   std::string cgroup_parent;
   std::vector<std::string> low_host_ports;  // "80/tcp -> 80": host ports below 1024
+  std::vector<std::string> volume_plugins;  // volume drivers other than "local" (and where)
+  std::vector<std::string> log_drivers;     // log drivers dockerd runs on the host's network (and where)
   std::vector<std::string> never_allowed;   // what no rule can allow (unknown security option, ...)
 };
 

@@ -108,6 +108,9 @@ class BodyReader {
     if (std::string parent = string(hc.find("CgroupParent"), at + "CgroupParent"); !parent.empty())
       a_.cgroup_parent = parent;
     port_bindings(hc.find("PortBindings"), at + "PortBindings");
+    if (std::string driver = string(hc.find("VolumeDriver"), at + "VolumeDriver"); !driver.empty())
+      volume_driver(driver, nullptr, at + "VolumeDriver");
+    log_config(hc.find("LogConfig"), at + "LogConfig", "Type");
   }
 
   void mode(const JsonValue& hc, const std::string& at, const char* field, std::string& out) {
@@ -177,10 +180,13 @@ class BodyReader {
     static constexpr std::string_view path_options[] = {"lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+",
                                                         "journal_path", "logdev", "rtdev", "device"};
     auto one_of = [](const auto& list, std::string_view v) { return std::find(std::begin(list), std::end(list), v) != std::end(list); };
+    if (!driver.empty() && lower(driver) != "local") {
+      volume_plugin(driver, at);
+      return;
+    }
     const JsonValue* opts = object(options, at);
     if (opts == nullptr) return;
     for (const auto& m : opts->members) string(&m.value, at + "." + m.key);
-    if (!driver.empty() && lower(driver) != "local") return;
     std::string type = lower(string(opts->find("type"), at + ".type"));
     std::string o = string(opts->find("o"), at + ".o");
     std::string device = string(opts->find("device"), at + ".device");
@@ -204,8 +210,16 @@ class BodyReader {
       }
     }
     // With MS_BIND the kernel ignores the type, so o=bind always binds `device`.
-    if (bind || one_of(disk_types, type)) {
-      if (!device.empty() || bind) add_bind(device, at + ".device");
+    if (bind) {
+      add_bind(device, at + ".device");
+      return;
+    }
+    // A disk filesystem mounts whatever device node is at `device` when the volume is first
+    // used: a container that may write under bind_sources can mknod the host's disk there
+    // (Docker's default capabilities include CAP_MKNOD). So it is a device, needing `devices`.
+    if (one_of(disk_types, type)) {
+      if (!device.empty()) add_bind(device, at + ".device");
+      a_.devices.push_back(at + ".device " + device + " (a " + type + " filesystem mounted from a device)");
       return;
     }
     if (type.empty() && device.empty() && o.empty()) return;
@@ -215,6 +229,28 @@ class BodyReader {
               ": Portcullis judges local volumes of type tmpfs, overlay, nfs, nfs4, cifs, smb3, or a disk filesystem "
               "or o=bind on a device inside bind_sources; a kernel filesystem of the host (proc, sysfs, ...) is never "
               "mounted for a container";
+  }
+
+  // A volume driver other than local is a plugin, whose options Portcullis cannot judge: it needs
+  // `volume_plugins`. dockerd looks a legacy plugin up by name as a file (/etc/docker/plugins/
+  // NAME.spec), so a name with a path in it (../) is never allowed.
+  void volume_plugin(const std::string& driver, const std::string& at) {
+    bool pathlike = driver.starts_with('/') || driver.starts_with('.') || driver.find("/.") != std::string::npos ||
+                    driver.find('\\') != std::string::npos ||
+                    std::any_of(driver.begin(), driver.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+    if (pathlike) a_.never_allowed.push_back("volume driver name \"" + driver + "\" (" + at + "), which names a path,");
+    else a_.volume_plugins.push_back(driver + " (" + at + ")");
+  }
+
+  // Log drivers that write on the host only; the others (gelf, syslog, fluentd, splunk, awslogs,
+  // ...) have dockerd connect from the host's network to an address the caller chose.
+  void log_config(const JsonValue* v, const std::string& at, const char* type_key) {
+    static constexpr std::string_view local_drivers[] = {"json-file", "local", "journald", "none"};
+    const JsonValue* lc = object(v, at);
+    if (lc == nullptr) return;
+    std::string type = string(lc->find(type_key), at + "." + type_key);
+    if (!type.empty() && std::find(std::begin(local_drivers), std::end(local_drivers), type) == std::end(local_drivers))
+      a_.log_drivers.push_back(type + " (" + at + ")");
   }
 
   void port_bindings(const JsonValue* v, const std::string& at) {
@@ -269,6 +305,7 @@ class BodyReader {
     }
     if (task != nullptr) {
       networks(task->find("Networks"), "TaskTemplate.Networks");
+      log_config(task->find("LogDriver"), "TaskTemplate.LogDriver", "Name");
       const JsonValue* res = object(task->find("Resources"), "TaskTemplate.Resources");
       const JsonValue* reserve = res ? object(res->find("Reservations"), "TaskTemplate.Resources.Reservations") : nullptr;
       if (reserve != nullptr) {

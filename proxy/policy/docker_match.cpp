@@ -138,6 +138,13 @@ const char* const kDocsNotes = R"(
   itself, so `image.build` grants host-network builds unless dockerd's `daemon.json` sets
   `"builder": {"entitlements": {"network-host": false}}`. The `networkmode` and `cgroupparent`
   checks apply to the classic builder's `POST /build`.
+- **Volume plugins and log drivers.** A volume driver other than `local` (`Driver` of
+  `/volumes/create`, `HostConfig.VolumeDriver`, a mount's `VolumeOptions.DriverConfig.Name`) is a
+  plugin whose options Portcullis cannot judge: it needs `volume_plugins`, and a driver name
+  that is a path (`../x`: dockerd looks legacy plugins up as files) is never allowed. A log
+  driver other than `json-file`, `local`, `journald` and `none` (`HostConfig.LogConfig.Type`, a
+  service's `TaskTemplate.LogDriver.Name`) has dockerd send the container's output from the
+  host's network to an address the caller chose: it needs `log_drivers`.
 - **Ports.** A host port below 1024 (`PortBindings` `HostPort`, or a range starting there; `""`
   and `"0"` are ephemeral) or a service `PublishedPort` below 1024 needs `low_host_ports`.
 
@@ -150,7 +157,9 @@ local driver has dockerd mount the volume in the host's mount namespace, where a
 resolved from dockerd's working directory, so its options are judged by `type`: none at all (a
 plain named volume), `tmpfs` and the network filesystems (`nfs`, `nfs4`, `cifs`, `smb3`) are not
 host paths; with `o=bind` or a disk filesystem (`ext4`, `xfs`, `btrfs`, `none`, ...) `device` is
-a host path; `overlay`'s `lowerdir=`, `upperdir=` and `workdir=` layers, device-valued options
+a host path, and a disk filesystem also needs `devices` (it mounts whatever device node is at that
+path when the volume is used, and a container that may write under `bind_sources` can create the
+host disk's node there); `overlay`'s `lowerdir=`, `upperdir=` and `workdir=` layers, device-valued options
 (`journal_path=`, `logdev=`, `rtdev=`) and every absolute path in `o` are host paths; any other
 type (`proc`, `sysfs`, `cgroup2`, ...: the host's kernel filesystems) is refused. A host path must
 be absolute. Each is resolved on the gateway
@@ -194,7 +203,7 @@ const std::vector<std::string>& docker_allow_names() {
       "host_ipc",      "host_uts",       "host_userns",        "host_cgroupns",
       "devices",       "sysctls",        "seccomp_unconfined", "apparmor_unconfined",
       "label_disable", "systempaths_unconfined", "cgroup_parent", "low_host_ports",
-      "volumes_from",  "image_ids"};
+      "volumes_from",  "image_ids",      "volume_plugins",     "log_drivers"};
   return names;
 }
 
@@ -274,6 +283,9 @@ bool match_docker(const DockerSpec& spec, const DockerAttributes& a, std::vector
   c.feature(!a.low_host_ports.empty(), "low_host_ports",
             "host ports below 1024 " + quoted_list(a.low_host_ports) + " are");
   c.feature(a.masked_paths_overridden, "systempaths_unconfined", "replacing the masked /proc and /sys paths is");
+  c.feature(!a.volume_plugins.empty(), "volume_plugins", "volume plugins " + quoted_list(a.volume_plugins) + " are");
+  c.feature(!a.log_drivers.empty(), "log_drivers",
+            "log drivers that send from the host's network " + quoted_list(a.log_drivers) + " are");
   for (const std::string& opt : a.security_opts) {
     std::string allow = security_opt_allow_name(opt);
     if (!allow.empty() && allow != "never") c.feature(true, allow, "security option " + opt + " is");

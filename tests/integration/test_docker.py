@@ -618,6 +618,21 @@ def test_local_volumes_with_relative_paths_or_kernel_filesystems_are_refused(gw)
     assert "hostvol" not in volumes and "hostvol2" not in volumes
 
 
+def test_device_volumes_plugins_and_network_log_drivers_need_their_allow_names(gw):
+    """Second red-team round: a disk filesystem volume on a device node inside bind_sources (a
+    container there may mknod the host's disk), a volume driver named by a path (dockerd loads a
+    legacy plugin from a .spec file the caller wrote), and a log driver that sends from the host's
+    network (gelf to an address the caller chose)."""
+    disk = json.dumps({"Name": "diskvol", "DriverOpts": {"type": "ext4", "device": os.path.join(gw.data, "disk")}}).encode()
+    assert_refused(gw, post("/volumes/create", disk), "(add \"devices\" to allow)")
+    plugin = json.dumps({"Name": "plugvol", "Driver": "../../../../tmp/evil"}).encode()
+    assert_refused(gw, post("/volumes/create", plugin), "names a path, is never allowed")
+    gelf = json.dumps({"Image": "busybox", "HostConfig": {"NetworkMode": "none", "LogConfig": {
+        "Type": "gelf", "Config": {"gelf-address": "udp://127.0.0.1:12201"}}}}).encode()
+    assert_refused(gw, post("/containers/create?name=gelf", gelf), "(add \"log_drivers\" to allow)")
+    assert not {"diskvol", "plugvol"} & set(gw.daemon.cli("volume", "ls", "-q").stdout.split())
+
+
 def test_form_fields_cannot_hide_behind_unicode_spaces_or_multipart(gw):
     """dockerd reads form fields ahead of the query (/images/create: a pull becomes an import) and
     multipart fields where the query is silent (/build: networkmode=host)."""

@@ -484,3 +484,26 @@ def test_forwarded_identity_is_exactly_what_was_verified(env):
         assert ';Subject="CN=mallory\\\\,O\\\\=ops";' in xfcc, xfcc
     finally:
         p.stop()
+
+
+def test_remote_user_refuses_a_group_with_a_comma(env):
+    """X-Remote-Group carries one group per line; a WSGI app joins lines with commas, so one group
+    "viewer,ops" would read as two (second red-team round)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    d, pki, up = env
+    cfg = config(pki, up.address).replace("    policy: inbound\n", "    policy: inbound\n    forward_identity: remote_user\n", 1)
+    p = Proxy(cfg, d)
+    try:
+        port = p.port("inbound")
+        pki.clients["commas"] = pki.ca.issue("commas", subject=[x509.NameAttribute(NameOID.ORGANIZATION_NAME, "viewer,ops"),
+                                                                x509.NameAttribute(NameOID.COMMON_NAME, "eve")])
+        before = len(up.requests)
+        out = raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", pki, "commas")
+        assert out.startswith(b"HTTP/1.1 403 ") and b"group name with a comma" in out, out[:300]
+        assert len(up.requests) == before
+        out = raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", pki, "alice")
+        assert out.startswith(b"HTTP/1.1 200 "), out[:300]
+        assert [v for k, v in up.requests[-1]["header_list"] if k == "x-remote-group"] == ["ops"]
+    finally:
+        p.stop()

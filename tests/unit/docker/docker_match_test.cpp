@@ -156,6 +156,14 @@ TEST_CASE("each dangerous feature is denied unless allowed, with its name in the
       {R"({"CgroupParent":"/"})", "cgroup_parent"},
       {R"({"PortBindings":{"22/tcp":[{"HostPort":"22"}]}})", "low_host_ports"},
       {R"({"VolumesFrom":["db"]})", "volumes_from"},
+      // Red-team findings (session 13, second round).
+      {R"({"VolumeDriver":"rexray"})", "volume_plugins"},
+      {R"({"Mounts":[{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"DriverConfig":{"Name":"sshfs"}}}]})",
+       "volume_plugins"},
+      {R"({"LogConfig":{"Type":"gelf","Config":{"gelf-address":"udp://127.0.0.1:12201"}}})", "log_drivers"},
+      {R"({"LogConfig":{"Type":"splunk"}})", "log_drivers"},
+      {R"({"Mounts":[{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"DriverConfig":{"Name":"local",
+          "Options":{"type":"ext4","device":"/srv/data/disk"}}}}]})", "devices"},
   };
   for (const Case& c : cases) {
     INFO(c.host_config);
@@ -345,4 +353,29 @@ TEST_CASE("validate_docker_spec names the bad entry") {
     INFO(bad);
     CHECK(error(s).find("docker bind_sources pattern") != std::string::npos);
   }
+}
+
+TEST_CASE("a volume driver named by a path is never allowed, and local log drivers need nothing") {
+  DockerSpec everything = ops();
+  everything.allow = docker_allow_names();
+  for (const char* hc : {R"({"VolumeDriver":"../../../../var/lib/docker/overlay2/x/diff/p"})",
+                         R"({"VolumeDriver":"/etc/docker/plugins/x"})", R"({"VolumeDriver":"a/./b"})"}) {
+    INFO(hc);
+    Result r = run(everything, hc);
+    CHECK_FALSE(r.allowed);
+    CHECK(r.says("which names a path, is never allowed"));
+  }
+  CHECK(run(everything, R"({"VolumeDriver":"vieux/sshfs:latest"})").allowed);
+  for (const char* hc : {R"({"LogConfig":{"Type":"json-file","Config":{"max-size":"10m"}}})",
+                         R"({"LogConfig":{"Type":"local"}})", R"({"LogConfig":{"Type":"none"}})", R"({"VolumeDriver":"local"})"}) {
+    INFO(hc);
+    CHECK(run(ops(), hc).allowed);
+  }
+  // A service's log driver.
+  std::string svc = R"({"Name":"s","TaskTemplate":{"ContainerSpec":{"Image":"nginx"},"LogDriver":{"Name":"syslog"}}})";
+  DockerSpec services = ops();
+  services.actions.push_back("service.create");
+  Result r = judge(services, "POST", "/services/create", "", svc);
+  CHECK_FALSE(r.allowed);
+  CHECK(r.says("(add \"log_drivers\" to allow)"));
 }
