@@ -158,16 +158,26 @@ std::optional<net::tcp::endpoint> original_destination(net::tcp_socket& s) {
   int fd = static_cast<int>(s.native_handle());
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  if (s.local_endpoint().address().is_v6()) {
+  net::error_code ec;
+  const net::tcp::endpoint local = s.local_endpoint(ec);
+  if (ec) return std::nullopt;
+  std::optional<net::tcp::endpoint> original;
+  if (local.address().is_v6()) {
     if (::getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len) != 0) return std::nullopt;
     auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
     asio::ip::address_v6::bytes_type b;
     std::memcpy(b.data(), &a->sin6_addr, 16);
-    return net::tcp::endpoint(asio::ip::address_v6(b), ntohs(a->sin6_port));
+    original = net::tcp::endpoint(asio::ip::address_v6(b), ntohs(a->sin6_port));
+  } else {
+    if (::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len) != 0) return std::nullopt;
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    original = net::tcp::endpoint(asio::ip::address_v4(ntohl(a->sin_addr.s_addr)), ntohs(a->sin_port));
   }
-  if (::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len) != 0) return std::nullopt;
-  auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-  return net::tcp::endpoint(asio::ip::address_v4(ntohl(a->sin_addr.s_addr)), ntohs(a->sin_port));
+  // A connection made to the listener itself (not redirected: conntrack still answers, with the
+  // listener's own address) would have the proxy dial itself, again and again, until the
+  // connection cap is reached: it has no original destination.
+  if (*original == local) return std::nullopt;
+  return original;
 }
 
 std::optional<net::Stream> UpstreamPool::take(const std::string& key) {

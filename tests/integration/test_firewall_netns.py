@@ -624,6 +624,23 @@ def test_two_pods_talk_mtls_through_both_sidecars(env, tmp_path):
         logs = open(d + "/a.log").read() + open(d + "/b.log").read()
         assert out.startswith("xfcc="), out + "\n" + logs
         assert "spiffe://cluster.local/ns/t/sa/a" in out, out
+        # The app connecting to the outbound listener itself (not redirected): no original
+        # destination, so the connection is closed; the proxy must not dial itself in a loop
+        # (red-team finding: one connect() used to fill the connection cap).
+        direct = a.ex("setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", PY, "-c", textwrap.dedent("""
+            import socket, time
+            s = socket.create_connection(("127.0.0.1", 15201), timeout=10)
+            start = time.time()
+            try:
+                s.sendall(b"x")
+                got = s.recv(100)
+            except ConnectionResetError:
+                got = b""
+            print("closed" if got == b"" else "data", round(time.time() - start, 1))
+            """), timeout=30).stdout.split()
+        assert direct[0] == "closed", direct
+        time.sleep(0.3)
+        assert "reached; refusing new connections" not in open(d + "/a.log").read(), "the proxy dialled its own listener"
     finally:
         for p in proxies:
             p.kill()
