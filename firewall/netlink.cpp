@@ -342,14 +342,14 @@ class Batch {
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_DREG, NFT_REG_1);
       add(r, std::move(e));
       masked_nonzero(r, 1u << 5);  // IPS_DST_NAT
-    } else if (auto* x = std::get_if<MatchFibDaddrLocal>(&m)) {
+    } else if (auto* x = std::get_if<MatchFibDaddrType>(&m)) {
       auto e = expr("fib");
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_FIB_DREG, NFT_REG_1);
       add(r, std::move(e));
-      const std::uint32_t local = 2;  // RTN_LOCAL
-      cmp(r, x->negate ? NFT_CMP_NEQ : NFT_CMP_EQ, &local, 4);
+      const std::uint32_t type = static_cast<std::uint32_t>(x->type);  // RTN_LOCAL, RTN_BROADCAST, ...
+      cmp(r, x->negate ? NFT_CMP_NEQ : NFT_CMP_EQ, &type, 4);
     } else if (auto* x = std::get_if<MatchSkid>(&m)) {
       meta(r, x->gid ? NFT_META_SKGID : NFT_META_SKUID, NFT_REG_1);
       cmp(r, NFT_CMP_EQ, &x->id, 4);

@@ -43,6 +43,7 @@ const char* field_name(Field f) {
 
 std::string proto_name(unsigned p) {
   switch (p) {
+    case 2: return "igmp";
     case 6: return "tcp";
     case 17: return "udp";
     case 58: return "ipv6-icmp";
@@ -52,6 +53,10 @@ std::string proto_name(unsigned p) {
 
 std::string icmpv6_name(unsigned t) {
   switch (t) {
+    case 130: return "mld-listener-query";
+    case 131: return "mld-listener-report";
+    case 132: return "mld-listener-done";
+    case 143: return "mld2-listener-report";
     case 133: return "nd-router-solicit";
     case 134: return "nd-router-advert";
     case 135: return "nd-neighbor-solicit";
@@ -91,7 +96,13 @@ std::string match_text(const Match& m) {
           [](const MatchIfname& x) { return std::string(x.output ? "oifname" : "iifname") + " \"" + x.name + "\""; },
           [](const MatchCtState&) { return std::string("ct state established,related"); },
           [](const MatchCtStatusDnat&) { return std::string("ct status dnat"); },
-          [](const MatchFibDaddrLocal& x) { return std::string("fib daddr type ") + (x.negate ? "!= " : "") + "local"; },
+          [](const MatchFibDaddrType& x) {
+            const char* type = x.type == AddrType::local       ? "local"
+                               : x.type == AddrType::broadcast ? "broadcast"
+                               : x.type == AddrType::anycast   ? "anycast"
+                                                               : "multicast";
+            return std::string("fib daddr type ") + (x.negate ? "!= " : "") + type;
+          },
           [](const MatchSkid& x) { return std::string(x.gid ? "meta skgid " : "meta skuid ") + std::to_string(x.id); },
           [](const MatchLookup& x) {
             std::string s;

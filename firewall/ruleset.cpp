@@ -135,9 +135,11 @@ AllowSets allow_sets(const std::string& dir, const std::vector<AllowEntry>& entr
 }
 
 Set icmpv6_nd_set() {
-  // Neighbour discovery must pass both ways or IPv6 stops working (router/neighbour sol/adv).
+  // Neighbour discovery must pass both ways or IPv6 stops working (router/neighbour sol/adv), and
+  // so must multicast listener discovery (MLD queries 130, reports 131/143, done 132): without it
+  // a snooping switch stops sending us the solicited-node multicast that neighbour discovery uses.
   Set s{"icmpv6_nd", {KeyType::icmpv6_type}, false, {}};
-  for (std::uint8_t t : {133, 134, 135, 136}) s.elements.push_back({{u8_field(t)}});
+  for (std::uint8_t t : {130, 131, 132, 133, 134, 135, 136, 143}) s.elements.push_back({{u8_field(t)}});
   return s;
 }
 
@@ -270,6 +272,7 @@ Ruleset build_ruleset(const Spec& spec) {
   if (any_filter) rs.sets.push_back(icmpv6_nd_set());
   const Match nd = MatchLookup{{Field::icmpv6_type}, "icmpv6_nd"};
   const Match nd_proto = MatchL4proto{58};
+  const Match igmp = MatchL4proto{2};
   const Match established = MatchCtState{};
 
   if (spec.has_ingress) {
@@ -287,9 +290,13 @@ Ruleset build_ruleset(const Spec& spec) {
     pre.rules.push_back(rule({MatchIfname{false, "lo"}}, accept()));
     pre.rules.push_back(rule({established}, accept()));
     pre.rules.push_back(rule({nd_proto, nd}, accept()));
+    pre.rules.push_back(rule({igmp}, accept()));  // IPv4 multicast membership (as MLD for IPv6)
     // Only traffic addressed to this host (or to a port it publishes) is ingress; routed traffic
-    // is the forward chain's business.
-    pre.rules.push_back(rule({MatchFibDaddrLocal{false}}, jump("ingress_allow")));
+    // is the forward chain's business. "This host" includes the broadcast and multicast
+    // addresses it receives and its anycast addresses: a UDP socket bound to the wildcard
+    // address gets those too.
+    for (AddrType t : {AddrType::local, AddrType::broadcast, AddrType::multicast, AddrType::anycast})
+      pre.rules.push_back(rule({MatchFibDaddrType{t, false}}, jump("ingress_allow")));
     rs.chains.push_back(std::move(pre));
 
     if (!spec.forward_interfaces.empty()) {
@@ -325,6 +332,7 @@ Ruleset build_ruleset(const Spec& spec) {
     out.rules.push_back(rule({MatchIfname{true, "lo"}}, accept()));
     out.rules.push_back(rule({established}, accept()));
     out.rules.push_back(rule({nd_proto, nd}, accept()));
+    out.rules.push_back(rule({igmp}, accept()));
     out.rules.push_back(rule({}, jump("egress_allow")));
     rs.chains.push_back(std::move(out));
   }

@@ -67,9 +67,12 @@ struct MatchCtState {  // ct state established,related
 struct MatchCtStatusDnat {
   bool operator==(const MatchCtStatusDnat&) const = default;
 };
-struct MatchFibDaddrLocal {  // fib daddr type local (or != local)
+// fib daddr type local | broadcast | anycast | multicast (or !=): the kernel's route types.
+enum class AddrType : std::uint8_t { local = 2, broadcast = 3, anycast = 4, multicast = 5 };
+struct MatchFibDaddrType {
+  AddrType type = AddrType::local;
   bool negate = false;
-  bool operator==(const MatchFibDaddrLocal&) const = default;
+  bool operator==(const MatchFibDaddrType&) const = default;
 };
 struct MatchSkid {  // meta skuid N / meta skgid N
   bool gid = false;
@@ -82,7 +85,7 @@ struct MatchLookup {  // f1 . f2 . f3 @set
   bool operator==(const MatchLookup&) const = default;
 };
 using Match = std::variant<MatchNfproto, MatchL4proto, MatchIfname, MatchCtState, MatchCtStatusDnat,
-                           MatchFibDaddrLocal, MatchSkid, MatchLookup>;
+                           MatchFibDaddrType, MatchSkid, MatchLookup>;
 
 struct Verdict {
   enum class Kind : std::uint8_t { accept, drop, ret, jump, redirect } kind = Kind::accept;

@@ -291,6 +291,71 @@ def test_ingress_is_judged_on_the_original_destination(env, tmp_path):
     assert connect(c, "fd77::1", 8080) == "ERR:timeout"
 
 
+UDP_SINK = textwrap.dedent("""
+    import socket, sys, time
+    # Every datagram that reaches a wildcard-bound UDP socket (v4 and v6) on the port, for a while.
+    port, seconds = int(sys.argv[1]), float(sys.argv[2])
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s6.bind(("::", port))
+    s6.settimeout(0.1)
+    print("ready", flush=True)
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            print(s6.recvfrom(100)[0].decode(), flush=True)
+        except socket.timeout:
+            pass
+    """)
+UDP_SEND = textwrap.dedent("""
+    import socket, sys
+    # argv: port, interface, destinations (IPv6 ones are sent out of that interface)
+    port, ifindex = int(sys.argv[1]), socket.if_nametoindex(sys.argv[2])
+    for dst in sys.argv[3:]:
+        try:
+            if ":" in dst:
+                s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+                s.sendto(dst.encode(), (dst, port, 0, ifindex))
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, sys.argv[2].encode())
+                s.sendto(dst.encode(), (dst, port))
+            print(dst)
+        except OSError as e:
+            print("could not send to", dst, e, file=sys.stderr)
+    """)
+
+
+
+def test_ingress_judges_broadcast_multicast_and_anycast_too(env, tmp_path):
+    """A wildcard-bound UDP service gets datagrams sent to the subnet broadcast, to 255.255.255.255,
+    to a multicast group the host is in (224.0.0.1, ff02::1) and to its anycast addresses: with
+    `ingress: default: drop` these are judged like unicast (red-team finding)."""
+    s, c = env["server"], env["client"]
+    s.ex("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")  # the subnet-router anycast address fd77::
+    cfg = write_config(tmp_path, "sidecar.yaml", SIDECAR)
+    s.ex(env["driver"], "apply", cfg)
+    sink = s.popen(PY, "-c", UDP_SINK, "5353", "2")
+    assert sink.stdout.readline().strip() == "ready"
+    dev = env["dir"] + "b"
+    # ff02::1 goes out from the link-local address, usable once its duplicate address detection is over.
+    deadline = time.time() + 10
+    while "tentative" in c.ex("ip", "-6", "addr", "show", "dev", dev).stdout and time.time() < deadline:
+        time.sleep(0.1)
+    sent = c.ex(PY, "-c", UDP_SEND, "5353", dev, "10.77.0.1", "10.77.0.255", "255.255.255.255", "224.0.0.1",
+                "ff02::1", "fd77::", "fd77::1").stdout.split()
+    assert {"10.77.0.255", "255.255.255.255", "224.0.0.1", "ff02::1"} <= set(sent), sent
+    got = sink.communicate(timeout=10)[0].split()
+    assert got == [], "datagrams the ingress allowlist does not allow were delivered: %s" % got
+    # Control: without the table the same datagrams arrive (the sink and the sender work).
+    s.ex(env["driver"], "delete", "portcullis")
+    sink = s.popen(PY, "-c", UDP_SINK, "5354", "2")
+    assert sink.stdout.readline().strip() == "ready"
+    c.ex(PY, "-c", UDP_SEND, "5354", dev, "10.77.0.255", "ff02::1")
+    assert sorted(sink.communicate(timeout=10)[0].split()) == ["10.77.0.255", "ff02::1"]
+
+
 def test_egress_allowlist_and_outbound_interception(env, tmp_path):
     s, c = env["server"], env["client"]
     env["listen"](c, "10.77.0.2", 9000, "peer")
