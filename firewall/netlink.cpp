@@ -196,6 +196,14 @@ class Batch {
     nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
     const Rule& rule = c.rules[index];
     for (const auto& m : rule.matches) encode_match(r.get(), m, rs, set_ids);
+    if (rule.add_ct_mark) {  // ct mark set ct mark | bits, as nft encodes it
+      ct_load(r.get(), NFT_CT_MARK);
+      bitwise(r.get(), ~rule.add_ct_mark, rule.add_ct_mark);
+      auto e = expr("ct");
+      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_KEY, NFT_CT_MARK);
+      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_SREG, NFT_REG_1);
+      add(r.get(), std::move(e));
+    }
     if (rule.counter) add(r.get(), expr("counter"));
     encode_verdict(r.get(), rule.verdict);
     auto* nlh = nftnl_nlmsg_build_hdr(room(), NFT_MSG_NEWRULE, NFPROTO_INET, NLM_F_CREATE | NLM_F_APPEND, seq_);
@@ -288,16 +296,27 @@ class Batch {
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_PAYLOAD_LEN, len);
     add(r, std::move(e));
   }
-  static void masked_nonzero(nftnl_rule* r, std::uint32_t mask) {  // (reg1 & mask) != 0
+  static void bitwise(nftnl_rule* r, std::uint32_t mask, std::uint32_t xor_bits) {  // reg1 = (reg1 & mask) ^ xor
     auto e = expr("bitwise");
-    const std::uint32_t zero = 0;
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_BITWISE_LEN, 4);
     nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_MASK, &mask, 4);
-    nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, &zero, 4);
+    nftnl_expr_set(e.get(), NFTNL_EXPR_BITWISE_XOR, &xor_bits, 4);
     add(r, std::move(e));
-    cmp(r, NFT_CMP_NEQ, &zero, 4);
+  }
+
+  static void masked_nonzero(nftnl_rule* r, std::uint32_t mask, bool nonzero = true) {  // (reg1 & mask) != 0
+    const std::uint32_t zero = 0;
+    bitwise(r, mask, 0);
+    cmp(r, nonzero ? NFT_CMP_NEQ : NFT_CMP_EQ, &zero, 4);
+  }
+
+  static void ct_load(nftnl_rule* r, std::uint32_t key) {
+    auto e = expr("ct");
+    nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_KEY, key);
+    nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_DREG, NFT_REG_1);
+    add(r, std::move(e));
   }
 
   // Loads `f` into `reg`, returning its length.
@@ -342,6 +361,9 @@ class Batch {
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_DREG, NFT_REG_1);
       add(r, std::move(e));
       masked_nonzero(r, 1u << 5);  // IPS_DST_NAT
+    } else if (auto* x = std::get_if<MatchCtMark>(&m)) {
+      ct_load(r, NFT_CT_MARK);
+      masked_nonzero(r, x->bits, x->set);
     } else if (auto* x = std::get_if<MatchFibDaddrType>(&m)) {
       auto e = expr("fib");
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);

@@ -1,6 +1,7 @@
 // render_nft(): a Ruleset as text that `nft -f` accepts. Deterministic: same Ruleset, same bytes.
 #include <arpa/inet.h>
 
+#include <cstdio>
 #include <sstream>
 
 #include "firewall/ruleset.hpp"
@@ -39,6 +40,12 @@ const char* field_name(Field f) {
     case Field::icmpv6_type: return "icmpv6 type";
   }
   return "?";
+}
+
+std::string hex32(std::uint32_t v) {
+  char buf[11];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
 }
 
 std::string proto_name(unsigned p) {
@@ -96,6 +103,7 @@ std::string match_text(const Match& m) {
           [](const MatchIfname& x) { return std::string(x.output ? "oifname" : "iifname") + " \"" + x.name + "\""; },
           [](const MatchCtState&) { return std::string("ct state established,related"); },
           [](const MatchCtStatusDnat&) { return std::string("ct status dnat"); },
+          [](const MatchCtMark& x) { return "ct mark & " + hex32(x.bits) + (x.set ? " != " : " == ") + hex32(0); },
           [](const MatchFibDaddrType& x) {
             const char* type = x.type == AddrType::local       ? "local"
                                : x.type == AddrType::broadcast ? "broadcast"
@@ -147,6 +155,7 @@ std::string render_element(const Set& set, const Element& e) {
 std::string render_rule(const Rule& r) {
   std::string s;
   for (const auto& m : r.matches) s += match_text(m) + " ";
+  if (r.add_ct_mark) s += "ct mark set ct mark | " + hex32(r.add_ct_mark) + " ";
   if (r.counter) s += "counter ";
   return s + verdict_text(r.verdict);
 }

@@ -63,7 +63,7 @@ std::uint8_t proto_number(const std::string& name) {
 }
 
 Rule rule(std::vector<Match> m, Verdict v, bool counter = false) {
-  return Rule{std::move(m), counter, std::move(v)};
+  return Rule{std::move(m), 0, counter, std::move(v)};
 }
 Verdict accept() { return {Verdict::Kind::accept, {}, 0}; }
 Verdict drop() { return {Verdict::Kind::drop, {}, 0}; }
@@ -295,16 +295,31 @@ Ruleset build_ruleset(const Spec& spec) {
     // is the forward chain's business. "This host" includes the broadcast and multicast
     // addresses it receives and its anycast addresses: a UDP socket bound to the wildcard
     // address gets those too.
-    for (AddrType t : {AddrType::local, AddrType::broadcast, AddrType::multicast, AddrType::anycast})
-      pre.rules.push_back(rule({MatchFibDaddrType{t, false}}, jump("ingress_allow")));
+    // Each is marked as judged (kJudgedMark on its connection) before it is.
+    for (AddrType t : {AddrType::local, AddrType::broadcast, AddrType::multicast, AddrType::anycast}) {
+      Rule r = rule({MatchFibDaddrType{t, false}}, jump("ingress_allow"));
+      r.add_ct_mark = kJudgedMark;
+      pre.rules.push_back(std::move(r));
+    }
     rs.chains.push_back(std::move(pre));
+
+    // A connection to an address that is not ours which something DNATs to this host (a
+    // kube-proxy Service IP in front of a host port) was not judged in prerouting: it is judged
+    // here, on the address and port it reaches.
+    Chain in{"input_ingress", BaseChain{ChainType::filter, Hook::input, kPrioInput, false},
+             "filter-20: connections DNATed to this host that prerouting_ingress did not judge", {}};
+    in.rules.push_back(rule({MatchIfname{false, "lo"}}, accept()));
+    in.rules.push_back(rule({established}, accept()));
+    in.rules.push_back(rule({MatchCtStatusDnat{}, MatchCtMark{kJudgedMark, false}}, jump("ingress_allow")));
+    rs.chains.push_back(std::move(in));
 
     if (!spec.forward_interfaces.empty()) {
       Chain fwd{"forward_ingress", BaseChain{ChainType::filter, Hook::forward, kPrioForward, false},
                 "filter-20: before kube-proxy (filter-10) and Docker/iptables-nft (filter)", {}};
       fwd.rules.push_back(rule({established}, accept()));
-      // DNATed connections (published ports) were judged on their original destination in prerouting.
-      fwd.rules.push_back(rule({MatchCtStatusDnat{}}, accept()));
+      // DNATed connections (published ports) were judged on their original destination in
+      // prerouting, if that was one of ours (marked); others (a Service IP) are judged below.
+      fwd.rules.push_back(rule({MatchCtStatusDnat{}, MatchCtMark{kJudgedMark, true}}, accept()));
       std::set<std::string> seen;
       for (const auto& ifn : spec.forward_interfaces) {
         // The kernel's rules (dev_valid_name: 1-15 bytes, not "." or "..", no '/', ':' or

@@ -74,6 +74,11 @@ struct MatchFibDaddrType {
   bool negate = false;
   bool operator==(const MatchFibDaddrType&) const = default;
 };
+struct MatchCtMark {  // ct mark & bits != 0 (set) or == 0
+  std::uint32_t bits = 0;
+  bool set = true;
+  bool operator==(const MatchCtMark&) const = default;
+};
 struct MatchSkid {  // meta skuid N / meta skgid N
   bool gid = false;
   std::uint32_t id = 0;
@@ -85,7 +90,7 @@ struct MatchLookup {  // f1 . f2 . f3 @set
   bool operator==(const MatchLookup&) const = default;
 };
 using Match = std::variant<MatchNfproto, MatchL4proto, MatchIfname, MatchCtState, MatchCtStatusDnat,
-                           MatchFibDaddrType, MatchSkid, MatchLookup>;
+                           MatchFibDaddrType, MatchCtMark, MatchSkid, MatchLookup>;
 
 struct Verdict {
   enum class Kind : std::uint8_t { accept, drop, ret, jump, redirect } kind = Kind::accept;
@@ -96,6 +101,7 @@ struct Verdict {
 
 struct Rule {
   std::vector<Match> matches;
+  std::uint32_t add_ct_mark = 0;  // nonzero: `ct mark set ct mark | add_ct_mark` before the verdict
   bool counter = false;
   Verdict verdict;
   bool operator==(const Rule&) const = default;
@@ -141,6 +147,14 @@ struct Ruleset {
 //                       Docker's filter-FORWARD / iptables-nft's filter (filter = 0).
 //   srcnat (100) is kube-proxy's and Docker's masquerade; we install nothing there.
 inline constexpr std::int32_t kPrioIngress = -120;
+//   kPrioInput     -20  filter-20 on the input hook: connections DNATed to this host from an
+//                       address that is not its own (a kube-proxy Service IP), which
+//                       prerouting_ingress could not know were coming here.
+inline constexpr std::int32_t kPrioInput = -20;
+// The conntrack mark bit prerouting_ingress sets on every connection it sends to the allowlist,
+// so that input and forward know it was judged on its original destination (kube-proxy marks
+// packets with 0x4000 / 0x8000, not connections; Docker marks nothing).
+inline constexpr std::uint32_t kJudgedMark = 0x20000000;
 inline constexpr std::int32_t kPrioEgress = -120;
 inline constexpr std::int32_t kPrioIntercept = -105;
 inline constexpr std::int32_t kPrioForward = -20;

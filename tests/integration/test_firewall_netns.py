@@ -291,6 +291,35 @@ def test_ingress_is_judged_on_the_original_destination(env, tmp_path):
     assert connect(c, "fd77::1", 8080) == "ERR:timeout"
 
 
+def test_a_service_ip_dnated_to_this_host_is_judged_too(env, tmp_path):
+    """A connection to an address that is not the host's (a kube-proxy Service IP) which another
+    table DNATs to a host port was judged nowhere (red-team finding): prerouting only judges what
+    is addressed to the host. It is now judged in input, on the port it reaches."""
+    s, c = env["server"], env["client"]
+    env["listen"](s, "0.0.0.0", 6443, "apiserver")
+    cfg = write_config(tmp_path, "front.yaml", """
+        firewall:
+          table: portcullis
+          ingress:
+            default: drop
+            allow:
+              - { cidrs: [10.77.0.2/32], ports: [6443] }
+        """)
+    s.ex(env["driver"], "apply", cfg)
+    # kube-proxy's Service DNAT, standing in: 10.96.0.1:443 -> this host's 6443 (nat prerouting, dstnat).
+    s.ex("nft", "-f", "-", input="table ip kubeish {\n chain pre {\n type nat hook prerouting priority dstnat;\n"
+                                 " ip daddr 10.96.0.1 tcp dport 443 dnat to 10.77.0.1:6443\n }\n}\n")
+    c.ex("ip", "route", "add", "10.96.0.0/16", "via", "10.77.0.1")
+    try:
+        assert connect(c, "10.77.0.1", 6443, src="10.77.0.3") == "ERR:timeout"  # direct: judged before
+        assert connect(c, "10.96.0.1", 443, src="10.77.0.3") == "ERR:timeout"   # through the Service IP
+        assert connect(c, "10.96.0.1", 443, src="10.77.0.2") == "OK:apiserver"  # the allowed source still is
+        assert connect(c, "10.77.0.1", 6443, src="10.77.0.2") == "OK:apiserver"
+    finally:
+        c.ex("ip", "route", "del", "10.96.0.0/16", check=False)
+        s.ex("nft", "delete", "table", "ip", "kubeish", check=False)
+
+
 UDP_SINK = textwrap.dedent("""
     import socket, sys, time
     # Every datagram that reaches a wildcard-bound UDP socket (v4 and v6) on the port, for a while.
