@@ -634,7 +634,15 @@ void parse_firewall(Reader& r, const YAML::Node& n, Config& cfg) {
     }
   }
   if (n["proxy_uid"]) if (auto v = r.uint(n["proxy_uid"], "firewall.proxy_uid", 0, UINT32_MAX - 1)) spec.proxy_uid = static_cast<std::uint32_t>(*v);
-  if (n["proxy_gid"]) if (auto v = r.uint(n["proxy_gid"], "firewall.proxy_gid", 0, UINT32_MAX - 1)) spec.proxy_gid = static_cast<std::uint32_t>(*v);
+  if (n["proxy_gid"]) if (auto v = r.uint(n["proxy_gid"], "firewall.proxy_gid", 0, UINT32_MAX - 1)) {
+    spec.proxy_gid = static_cast<std::uint32_t>(*v);
+    // `meta skgid` is the socket's file-system gid: a process with this gid among its
+    // supplementary groups can take it (a setgid copy of any binary) and leave unintercepted.
+    r.warn(Reader::loc(n["proxy_gid"]),
+           "firewall.proxy_gid exempts from interception every process that can take gid " + std::to_string(*v) +
+               " (one with it as a supplementary group: a pod's fsGroup or supplementalGroups; a setgid binary it "
+               "writes): prefer proxy_uid alone, and keep the proxy's uid and gid out of the app's security context");
+  }
   if (n["intercept"] && r.is_map(n["intercept"], "firewall.intercept")) {
     const auto& i = n["intercept"];
     r.check_keys(i, {"inbound", "outbound"}, "firewall.intercept");

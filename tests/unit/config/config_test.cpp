@@ -253,3 +253,12 @@ TEST_CASE("a kubernetes listener must name the client to the apiserver") {
     CHECK_THAT(errors_of(text), Catch::Contains("must name the client to the apiserver (impersonate or remote_user)"));
   }
 }
+
+// Red-team finding (session 13): `meta skgid` matches the socket's fsgid, which a process with
+// the gid as a supplementary group can take through a setgid binary of its own.
+TEST_CASE("firewall.proxy_gid gets a warning") {
+  auto cfg = load_string(base("", "firewall:\n  proxy_uid: 1337\n  proxy_gid: 1337\n"), "test.yaml");
+  REQUIRE(cfg.warnings.size() == 1);
+  CHECK_THAT(cfg.warnings[0].str(), Catch::Contains("firewall.proxy_gid exempts from interception every process"));
+  CHECK(load_string(base("", "firewall:\n  proxy_uid: 1337\n"), "test.yaml").warnings.empty());
+}
