@@ -145,6 +145,10 @@ const char* const kDocsNotes = R"(
   driver other than `json-file`, `local`, `journald` and `none` (`HostConfig.LogConfig.Type`, a
   service's `TaskTemplate.LogDriver.Name`) has dockerd send the container's output from the
   host's network to an address the caller chose: it needs `log_drivers`.
+- **Checkpoints.** `container.checkpoint` names a directory on the host where dockerd writes or
+  reads CRIU images (a start with `checkpoint` or `checkpoint-dir` in its query is a
+  `container.checkpoint` too); only an `--experimental` dockerd serves them. Portcullis does not judge that directory: grant `container.checkpoint` only to those who
+  may write anywhere on the host.
 - **Ports.** A host port below 1024 (`PortBindings` `HostPort`, or a range starting there; `""`
   and `"0"` are ephemeral) or a service `PublishedPort` below 1024 needs `low_host_ports`.
 

@@ -297,10 +297,16 @@ namespace {
 void resolve_query_facts(DockerAttributes& a, std::string_view raw_query) {
   using namespace docker_detail;
   bool images_create = a.endpoint == "/images/create";
-  if (!images_create && a.endpoint != "/build") return;
+  bool start = a.endpoint == "/containers/{name}/start";
+  if (!images_create && !start && a.endpoint != "/build") return;
   auto query = parse_query(raw_query);
   if (!query) {
     a.refusal = "the query string cannot be parsed the way Docker parses it";
+    return;
+  }
+  if (start) {
+    // A start from a checkpoint (experimental dockerd) reads CRIU images from a host directory.
+    if (query_get(*query, "checkpoint") || query_get(*query, "checkpoint-dir")) a.action = "container.checkpoint";
     return;
   }
   if (images_create) {

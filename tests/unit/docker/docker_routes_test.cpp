@@ -164,6 +164,14 @@ TEST_CASE("the API version prefix is stripped as dockerd's router does") {
 // Red-team finding (session 13): on /v1.23/containers/ID/start dockerd 20.10 still applies a
 // JSON body as the container's whole HostConfig (host network, `/:/host`, Privileged), and we do
 // not read start bodies. Versions below 1.24 are refused outright, compared as moby compares them.
+TEST_CASE("a start from a checkpoint is container.checkpoint") {
+  CHECK(resolve_docker("POST", "/containers/web/start", "").action == "container.start");
+  CHECK(resolve_docker("POST", "/containers/web/start", "checkpoint=c1").action == "container.checkpoint");
+  CHECK(resolve_docker("POST", "/v1.41/containers/web/start", "checkpoint-dir=%2Fetc&checkpoint=c1").action ==
+        "container.checkpoint");
+  CHECK_FALSE(resolve_docker("POST", "/containers/web/start", "checkpoint=a;b").refusal.empty());
+}
+
 TEST_CASE("Docker API versions below 1.24 are refused") {
   for (const char* path : {"/v1.23/containers/web/start", "/v1.12/containers/create", "/v1/info", "/v1.9/version",
                            "/v0.99/version", "/v1..30/version", "/v1.023/version"}) {
