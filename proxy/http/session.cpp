@@ -682,10 +682,10 @@ class HttpSession {
       }
       if (resp.status == 101) {
         // After a switch the bytes are relayed and no rule sees them: only a real one counts.
+        // (No ?: building a string here: GCC 12 mishandles such temporaries in coroutines.)
         const std::string* offered = req.field("upgrade");
-        std::string why = upgrade && offered ? http::check_switch(*offered, req.fields, resp.fields)
-                                  : std::string("the upstream answered 101 Switching Protocols to a request that "
-                                                "did not ask to upgrade");
+        std::string why = "the upstream answered 101 Switching Protocols to a request that did not ask to upgrade";
+        if (upgrade && offered) why = http::check_switch(*offered, req.fields, resp.fields);
         if (!why.empty()) co_return co_await upstream_failed(502, std::move(why));
       }
       co_return co_await send_response(req, resp, upgrade && resp.status == 101);
