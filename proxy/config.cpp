@@ -544,6 +544,13 @@ void parse_policies(Reader& r, const YAML::Node& node, Config& cfg) {
             } catch (const std::exception& e) {
               r.error(k, rwhat + " kubernetes: " + e.what());
             }
+            // As in RBAC: nodes/proxy reaches the kubelet's own API, where even `get` runs
+            // commands in any pod of the node (a websocket exec is a GET there).
+            for (const auto& res : rule.kubernetes.resources)
+              if (res == "nodes/proxy" || res == "nodes/*")
+                r.warn(Reader::loc(k), rwhat + " grants " + res +
+                                           ": it reaches the kubelet's API, where a client may exec into any pod of "
+                                           "the node whatever the verb; grant it to node administrators only");
           }
           if (rn["docker"] && r.is_map(rn["docker"], rwhat + " docker")) {
             const auto& d = rn["docker"];

@@ -262,3 +262,13 @@ TEST_CASE("firewall.proxy_gid gets a warning") {
   CHECK_THAT(cfg.warnings[0].str(), Catch::Contains("firewall.proxy_gid exempts from interception every process"));
   CHECK(load_string(base("", "firewall:\n  proxy_uid: 1337\n"), "test.yaml").warnings.empty());
 }
+
+TEST_CASE("a kubernetes rule granting nodes/proxy gets a warning") {
+  CHECK(load_string(base(), "test.yaml").warnings.empty());
+  std::string text = base();
+  text.replace(text.find("policies:\n"), std::string("policies:\n").size(),
+               "policies:\n  k:\n    rules:\n      - name: r\n        kubernetes: { verbs: [get], resources: [nodes/proxy] }\n");
+  auto cfg = load_string(text, "test.yaml");
+  REQUIRE(cfg.warnings.size() == 1);
+  CHECK_THAT(cfg.warnings[0].str(), Catch::Contains("grants nodes/proxy: it reaches the kubelet's API"));
+}
