@@ -320,6 +320,49 @@ def test_a_service_ip_dnated_to_this_host_is_judged_too(env, tmp_path):
         s.ex("nft", "delete", "table", "ip", "kubeish", check=False)
 
 
+def test_a_service_ip_dnated_to_a_forwarded_container_is_judged_too(env, tmp_path):
+    """The same through forward_interfaces: a Service IP DNATed to a container behind the host was
+    accepted by forward_ingress as "judged in prerouting" (red-team finding). A port the host
+    publishes (its own address, DNATed) still is judged there, and marked."""
+    s, c = env["server"], env["client"]
+    box = Netns(env["dir"] + "x")
+    try:
+        run("ip", "link", "add", env["dir"] + "x0", "netns", s.name, "type", "veth", "peer", "name",
+            env["dir"] + "x1", "netns", box.name)
+        s.ex("ip", "addr", "add", "172.30.0.1/24", "dev", env["dir"] + "x0")
+        s.ex("ip", "link", "set", env["dir"] + "x0", "up")
+        box.ex("ip", "addr", "add", "172.30.0.2/24", "dev", env["dir"] + "x1")
+        box.ex("ip", "link", "set", env["dir"] + "x1", "up")
+        box.ex("ip", "route", "add", "default", "via", "172.30.0.1")
+        s.ex("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        env["listen"](box, "0.0.0.0", 80, "container")
+        cfg = write_config(tmp_path, "host.yaml", """
+            firewall:
+              table: portcullis
+              forward_interfaces: [%s]
+              ingress:
+                default: drop
+                allow:
+                  - { cidrs: [10.77.0.2/32], ports: [80, 8081] }
+            """ % (env["dir"] + "x0"))
+        s.ex(env["driver"], "apply", cfg)
+        s.ex("nft", "-f", "-", input="table ip kubeish {\n chain pre {\n type nat hook prerouting priority dstnat;\n"
+                                     " ip daddr 10.96.0.50 tcp dport 80 dnat to 172.30.0.2:80\n"
+                                     " ip daddr 10.77.0.1 tcp dport 8081 dnat to 172.30.0.2:80\n }\n}\n")
+        c.ex("ip", "route", "add", "10.96.0.0/16", "via", "10.77.0.1")
+        c.ex("ip", "route", "add", "172.30.0.0/24", "via", "10.77.0.1")
+        assert connect(c, "10.96.0.50", 80, src="10.77.0.3") == "ERR:timeout"   # the Service IP
+        assert connect(c, "172.30.0.2", 80, src="10.77.0.3") == "ERR:timeout"   # routed directly
+        assert connect(c, "10.77.0.1", 8081, src="10.77.0.3") == "ERR:timeout"  # the published port
+        assert connect(c, "10.96.0.50", 80, src="10.77.0.2") == "OK:container"
+        assert connect(c, "10.77.0.1", 8081, src="10.77.0.2") == "OK:container"
+    finally:
+        c.ex("ip", "route", "del", "10.96.0.0/16", check=False)
+        c.ex("ip", "route", "del", "172.30.0.0/24", check=False)
+        s.ex("nft", "delete", "table", "ip", "kubeish", check=False)
+        box.delete()
+
+
 UDP_SINK = textwrap.dedent("""
     import socket, sys, time
     # Every datagram that reaches a wildcard-bound UDP socket (v4 and v6) on the port, for a while.
