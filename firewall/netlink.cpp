@@ -391,6 +391,7 @@ class Batch {
   }
 
   static void encode_verdict(nftnl_rule* r, const Verdict& v) {
+    if (v.kind == Verdict::Kind::next) return;
     auto e = expr("immediate");
     if (v.kind == Verdict::Kind::redirect) {
       const std::uint16_t port = htons(v.port);
@@ -412,7 +413,8 @@ class Batch {
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_VERDICT, static_cast<std::uint32_t>(NFT_JUMP));
         nftnl_expr_set_str(e.get(), NFTNL_EXPR_IMM_CHAIN, v.chain.c_str());
         break;
-      case Verdict::Kind::redirect: break;
+      case Verdict::Kind::redirect:
+      case Verdict::Kind::next: break;
     }
     add(r, std::move(e));
   }

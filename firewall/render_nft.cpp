@@ -128,6 +128,7 @@ std::string verdict_text(const Verdict& v) {
     case Verdict::Kind::ret: return "return";
     case Verdict::Kind::jump: return "jump " + v.chain;
     case Verdict::Kind::redirect: return "redirect to :" + std::to_string(v.port);
+    case Verdict::Kind::next: return "";
   }
   return "?";
 }
@@ -157,7 +158,9 @@ std::string render_rule(const Rule& r) {
   for (const auto& m : r.matches) s += match_text(m) + " ";
   if (r.add_ct_mark) s += "ct mark set ct mark | " + hex32(r.add_ct_mark) + " ";
   if (r.counter) s += "counter ";
-  return s + verdict_text(r.verdict);
+  s += verdict_text(r.verdict);
+  if (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
 }
 
 std::string render_table(const Ruleset& rs) {

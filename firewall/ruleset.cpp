@@ -68,6 +68,7 @@ Rule rule(std::vector<Match> m, Verdict v, bool counter = false) {
 Verdict accept() { return {Verdict::Kind::accept, {}, 0}; }
 Verdict drop() { return {Verdict::Kind::drop, {}, 0}; }
 Verdict ret() { return {Verdict::Kind::ret, {}, 0}; }
+Verdict next() { return {Verdict::Kind::next, {}, 0}; }
 Verdict jump(std::string chain) { return {Verdict::Kind::jump, std::move(chain), 0}; }
 Verdict redirect(std::uint16_t port) { return {Verdict::Kind::redirect, {}, port}; }
 
@@ -135,11 +136,18 @@ AllowSets allow_sets(const std::string& dir, const std::vector<AllowEntry>& entr
 }
 
 Set icmpv6_nd_set() {
-  // Neighbour discovery must pass both ways or IPv6 stops working (router/neighbour sol/adv), and
-  // so must multicast listener discovery (MLD queries 130, reports 131/143, done 132): without it
-  // a snooping switch stops sending us the solicited-node multicast that neighbour discovery uses.
+  // Neighbour discovery must pass both ways or IPv6 stops working (router/neighbour sol/adv).
   Set s{"icmpv6_nd", {KeyType::icmpv6_type}, false, {}};
-  for (std::uint8_t t : {130, 131, 132, 133, 134, 135, 136, 143}) s.elements.push_back({{u8_field(t)}});
+  for (std::uint8_t t : {133, 134, 135, 136}) s.elements.push_back({{u8_field(t)}});
+  return s;
+}
+
+Set icmpv6_mld_set() {
+  // So must multicast listener discovery (queries 130, reports 131/143, done 132), to multicast
+  // addresses only: without it a snooping switch stops sending us the solicited-node multicast
+  // that neighbour discovery uses; to a unicast address it would be a way around the allowlists.
+  Set s{"icmpv6_mld", {KeyType::icmpv6_type}, false, {}};
+  for (std::uint8_t t : {130, 131, 132, 143}) s.elements.push_back({{u8_field(t)}});
   return s;
 }
 
@@ -269,10 +277,16 @@ Ruleset build_ruleset(const Spec& spec) {
   if (auto why = table_name_problem(rs.table); !why.empty()) throw SpecError("firewall: table name " + why);
 
   const bool any_filter = spec.has_ingress || spec.has_egress;
-  if (any_filter) rs.sets.push_back(icmpv6_nd_set());
+  if (any_filter) {
+    rs.sets.push_back(icmpv6_nd_set());
+    rs.sets.push_back(icmpv6_mld_set());
+  }
   const Match nd = MatchLookup{{Field::icmpv6_type}, "icmpv6_nd"};
   const Match nd_proto = MatchL4proto{58};
-  const Match igmp = MatchL4proto{2};
+  // Multicast membership reports and queries (IGMP, and MLD for IPv6), to multicast addresses.
+  const std::vector<Match> igmp{MatchL4proto{2}, MatchFibDaddrType{AddrType::multicast, false}};
+  const std::vector<Match> mld{MatchL4proto{58}, MatchLookup{{Field::icmpv6_type}, "icmpv6_mld"},
+                               MatchFibDaddrType{AddrType::multicast, false}};
   const Match established = MatchCtState{};
 
   if (spec.has_ingress) {
@@ -290,27 +304,33 @@ Ruleset build_ruleset(const Spec& spec) {
     pre.rules.push_back(rule({MatchIfname{false, "lo"}}, accept()));
     pre.rules.push_back(rule({established}, accept()));
     pre.rules.push_back(rule({nd_proto, nd}, accept()));
-    pre.rules.push_back(rule({igmp}, accept()));  // IPv4 multicast membership (as MLD for IPv6)
+    pre.rules.push_back(rule(igmp, accept()));
+    pre.rules.push_back(rule(mld, accept()));
     // Only traffic addressed to this host (or to a port it publishes) is ingress; routed traffic
     // is the forward chain's business. "This host" includes the broadcast and multicast
     // addresses it receives and its anycast addresses: a UDP socket bound to the wildcard
-    // address gets those too.
-    // Each is marked as judged (kJudgedMark on its connection) before it is.
+    // address gets those too. Each connection is marked as judged (kJudgedMark) by a rule of its
+    // own before the jump: a packet without conntrack (notrack, invalid) cannot take a mark, and
+    // a rule that reads one ends there, so it must not be the rule that jumps.
     for (AddrType t : {AddrType::local, AddrType::broadcast, AddrType::multicast, AddrType::anycast}) {
-      Rule r = rule({MatchFibDaddrType{t, false}}, jump("ingress_allow"));
-      r.add_ct_mark = kJudgedMark;
-      pre.rules.push_back(std::move(r));
+      Rule mark = rule({MatchFibDaddrType{t, false}}, next());
+      mark.add_ct_mark = kJudgedMark;
+      pre.rules.push_back(std::move(mark));
+      pre.rules.push_back(rule({MatchFibDaddrType{t, false}}, jump("ingress_allow")));
     }
     rs.chains.push_back(std::move(pre));
 
-    // A connection to an address that is not ours which something DNATs to this host (a
-    // kube-proxy Service IP in front of a host port) was not judged in prerouting: it is judged
-    // here, on the address and port it reaches.
+    // A connection that reaches a local socket without prerouting having judged it (DNATed from
+    // an address that is not ours, such as a kube-proxy Service IP; TPROXY; a local route kept
+    // in another routing table) is judged here, on the address and port it reaches.
     Chain in{"input_ingress", BaseChain{ChainType::filter, Hook::input, kPrioInput, false},
-             "filter-20: connections DNATed to this host that prerouting_ingress did not judge", {}};
+             "filter-20: connections to this host that prerouting_ingress did not judge", {}};
     in.rules.push_back(rule({MatchIfname{false, "lo"}}, accept()));
     in.rules.push_back(rule({established}, accept()));
-    in.rules.push_back(rule({MatchCtStatusDnat{}, MatchCtMark{kJudgedMark, false}}, jump("ingress_allow")));
+    in.rules.push_back(rule({nd_proto, nd}, accept()));
+    in.rules.push_back(rule(igmp, accept()));
+    in.rules.push_back(rule(mld, accept()));
+    in.rules.push_back(rule({MatchCtMark{kJudgedMark, false}}, jump("ingress_allow")));
     rs.chains.push_back(std::move(in));
 
     if (!spec.forward_interfaces.empty()) {
@@ -347,7 +367,8 @@ Ruleset build_ruleset(const Spec& spec) {
     out.rules.push_back(rule({MatchIfname{true, "lo"}}, accept()));
     out.rules.push_back(rule({established}, accept()));
     out.rules.push_back(rule({nd_proto, nd}, accept()));
-    out.rules.push_back(rule({igmp}, accept()));
+    out.rules.push_back(rule(igmp, accept()));
+    out.rules.push_back(rule(mld, accept()));
     out.rules.push_back(rule({}, jump("egress_allow")));
     rs.chains.push_back(std::move(out));
   }

@@ -93,7 +93,8 @@ using Match = std::variant<MatchNfproto, MatchL4proto, MatchIfname, MatchCtState
                            MatchFibDaddrType, MatchCtMark, MatchSkid, MatchLookup>;
 
 struct Verdict {
-  enum class Kind : std::uint8_t { accept, drop, ret, jump, redirect } kind = Kind::accept;
+  // next: no verdict, the chain goes on (a rule that only sets the ct mark).
+  enum class Kind : std::uint8_t { accept, drop, ret, jump, redirect, next } kind = Kind::accept;
   std::string chain;       // jump target
   std::uint16_t port = 0;  // redirect to :port
   bool operator==(const Verdict&) const = default;

@@ -363,6 +363,64 @@ def test_a_service_ip_dnated_to_a_forwarded_container_is_judged_too(env, tmp_pat
         box.delete()
 
 
+RAW_SINK = textwrap.dedent("""
+    import socket, sys, time
+    # Prints the payload tail of every IGMP (IPv4) and ICMPv6 packet received, for a while.
+    seconds = float(sys.argv[1])
+    s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, 2)
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    for s in (s4, s6):
+        s.settimeout(0.05)
+    print("ready", flush=True)
+    end = time.time() + seconds
+    while time.time() < end:
+        for s in (s4, s6):
+            try:
+                data = s.recv(2000)
+            except socket.timeout:
+                continue
+            if b"covert" in data:
+                print(data[data.index(b"covert"):].decode(errors="replace"), flush=True)
+    """)
+RAW_SEND = textwrap.dedent("""
+    import socket, sys
+    # An IGMP packet and an MLD query (ICMPv6 130) to unicast addresses, carrying a payload.
+    s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, 2)
+    s4.sendto(b"\\x11\\x00\\x00\\x00\\x00\\x00\\x00\\x00covert-igmp", (sys.argv[1], 0))
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s6.sendto(b"\\x82\\x00\\x00\\x00" + bytes(20) + b"covert-mld", (sys.argv[2], 0))
+    """)
+
+
+def test_untracked_packets_and_unicast_igmp_or_mld_are_judged(env, tmp_path):
+    """Third red-team round: a packet without conntrack (another table's notrack) could not take
+    the judged mark, and the rule that set it also jumped, so it skipped the allowlist; and IGMP
+    and MLD passed to any address, a channel around the allowlists. Now the mark is set by a rule
+    of its own, and IGMP/MLD pass to multicast addresses only."""
+    s, c = env["server"], env["client"]
+    env["listen"](s, "0.0.0.0", 9999, "untracked")
+    cfg = write_config(tmp_path, "ingress.yaml", """
+        firewall:
+          table: portcullis
+          ingress:
+            default: drop
+            allow:
+              - { cidrs: [10.77.0.2/32], ports: [8080] }
+        """)
+    s.ex(env["driver"], "apply", cfg)
+    s.ex("nft", "-f", "-", input="table inet rawish {\n chain pre {\n type filter hook prerouting priority raw;\n"
+                                 " tcp dport 9999 notrack\n tcp sport 9999 notrack\n }\n"
+                                 " chain out {\n type filter hook output priority raw;\n tcp sport 9999 notrack\n }\n}\n")
+    try:
+        assert connect(c, "10.77.0.1", 9999, src="10.77.0.3") == "ERR:timeout"
+        sink = s.popen(PY, "-c", RAW_SINK, "2")
+        assert sink.stdout.readline().strip() == "ready"
+        c.ex(PY, "-c", RAW_SEND, "10.77.0.1", "fd77::1")
+        assert sink.communicate(timeout=10)[0].split() == []
+    finally:
+        s.ex("nft", "delete", "table", "inet", "rawish", check=False)
+
+
 UDP_SINK = textwrap.dedent("""
     import socket, sys, time
     # Every datagram that reaches a wildcard-bound UDP socket (v4 and v6) on the port, for a while.
