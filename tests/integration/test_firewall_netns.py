@@ -291,21 +291,27 @@ def test_ingress_is_judged_on_the_original_destination(env, tmp_path):
     assert connect(c, "fd77::1", 8080) == "ERR:timeout"
 
 
+def apply_ingress_only(env, tmp_path, port):
+    """Applies, in the server namespace, an ingress allowlist of one port for 10.77.0.2 (and no
+    egress or interception), default drop."""
+    cfg = write_config(tmp_path, "ingress.yaml", """
+        firewall:
+          table: portcullis
+          ingress:
+            default: drop
+            allow:
+              - { cidrs: [10.77.0.2/32], ports: [%d] }
+        """ % port)
+    env["server"].ex(env["driver"], "apply", cfg)
+
+
 def test_a_service_ip_dnated_to_this_host_is_judged_too(env, tmp_path):
     """A connection to an address that is not the host's (a kube-proxy Service IP) which another
     table DNATs to a host port was judged nowhere (red-team finding): prerouting only judges what
     is addressed to the host. It is now judged in input, on the port it reaches."""
     s, c = env["server"], env["client"]
     env["listen"](s, "0.0.0.0", 6443, "apiserver")
-    cfg = write_config(tmp_path, "front.yaml", """
-        firewall:
-          table: portcullis
-          ingress:
-            default: drop
-            allow:
-              - { cidrs: [10.77.0.2/32], ports: [6443] }
-        """)
-    s.ex(env["driver"], "apply", cfg)
+    apply_ingress_only(env, tmp_path, 6443)
     # kube-proxy's Service DNAT, standing in: 10.96.0.1:443 -> this host's 6443 (nat prerouting, dstnat).
     s.ex("nft", "-f", "-", input="table ip kubeish {\n chain pre {\n type nat hook prerouting priority dstnat;\n"
                                  " ip daddr 10.96.0.1 tcp dport 443 dnat to 10.77.0.1:6443\n }\n}\n")
@@ -399,15 +405,7 @@ def test_untracked_packets_and_unicast_igmp_or_mld_are_judged(env, tmp_path):
     of its own, and IGMP/MLD pass to multicast addresses only."""
     s, c = env["server"], env["client"]
     env["listen"](s, "0.0.0.0", 9999, "untracked")
-    cfg = write_config(tmp_path, "ingress.yaml", """
-        firewall:
-          table: portcullis
-          ingress:
-            default: drop
-            allow:
-              - { cidrs: [10.77.0.2/32], ports: [8080] }
-        """)
-    s.ex(env["driver"], "apply", cfg)
+    apply_ingress_only(env, tmp_path, 8080)
     s.ex("nft", "-f", "-", input="table inet rawish {\n chain pre {\n type filter hook prerouting priority raw;\n"
                                  " tcp dport 9999 notrack\n tcp sport 9999 notrack\n }\n"
                                  " chain out {\n type filter hook output priority raw;\n tcp sport 9999 notrack\n }\n}\n")
