@@ -350,16 +350,10 @@ class Batch {
       std::memcpy(name, x->name.data(), n);
       cmp(r, NFT_CMP_EQ, name, wildcard ? n : 16);  // "br-*" compares the prefix only, as nft does
     } else if (std::holds_alternative<MatchCtState>(m)) {
-      auto e = expr("ct");
-      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_KEY, NFT_CT_STATE);
-      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_DREG, NFT_REG_1);
-      add(r, std::move(e));
+      ct_load(r, NFT_CT_STATE);
       masked_nonzero(r, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
     } else if (std::holds_alternative<MatchCtStatusDnat>(m)) {
-      auto e = expr("ct");
-      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_KEY, NFT_CT_STATUS);
-      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_CT_DREG, NFT_REG_1);
-      add(r, std::move(e));
+      ct_load(r, NFT_CT_STATUS);
       masked_nonzero(r, 1u << 5);  // IPS_DST_NAT
     } else if (auto* x = std::get_if<MatchCtMark>(&m)) {
       ct_load(r, NFT_CT_MARK);

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <iterator>
 #include <map>
 #include <set>
@@ -135,19 +136,9 @@ AllowSets allow_sets(const std::string& dir, const std::vector<AllowEntry>& entr
   return out;
 }
 
-Set icmpv6_nd_set() {
-  // Neighbour discovery must pass both ways or IPv6 stops working (router/neighbour sol/adv).
-  Set s{"icmpv6_nd", {KeyType::icmpv6_type}, false, {}};
-  for (std::uint8_t t : {133, 134, 135, 136}) s.elements.push_back({{u8_field(t)}});
-  return s;
-}
-
-Set icmpv6_mld_set() {
-  // So must multicast listener discovery (queries 130, reports 131/143, done 132), to multicast
-  // addresses only: without it a snooping switch stops sending us the solicited-node multicast
-  // that neighbour discovery uses; to a unicast address it would be a way around the allowlists.
-  Set s{"icmpv6_mld", {KeyType::icmpv6_type}, false, {}};
-  for (std::uint8_t t : {130, 131, 132, 143}) s.elements.push_back({{u8_field(t)}});
+Set icmpv6_type_set(std::string name, std::initializer_list<std::uint8_t> types) {
+  Set s{std::move(name), {KeyType::icmpv6_type}, false, {}};
+  for (std::uint8_t t : types) s.elements.push_back({{u8_field(t)}});
   return s;
 }
 
@@ -278,8 +269,12 @@ Ruleset build_ruleset(const Spec& spec) {
 
   const bool any_filter = spec.has_ingress || spec.has_egress;
   if (any_filter) {
-    rs.sets.push_back(icmpv6_nd_set());
-    rs.sets.push_back(icmpv6_mld_set());
+    // Neighbour discovery must pass both ways or IPv6 stops working (router/neighbour sol/adv).
+    rs.sets.push_back(icmpv6_type_set("icmpv6_nd", {133, 134, 135, 136}));
+    // So must multicast listener discovery (queries 130, reports 131/143, done 132), to multicast
+    // addresses only: without it a snooping switch stops sending us the solicited-node multicast
+    // that neighbour discovery uses; to a unicast address it would be a way around the allowlists.
+    rs.sets.push_back(icmpv6_type_set("icmpv6_mld", {130, 131, 132, 143}));
   }
   const Match nd = MatchLookup{{Field::icmpv6_type}, "icmpv6_nd"};
   const Match nd_proto = MatchL4proto{58};
@@ -288,6 +283,15 @@ Ruleset build_ruleset(const Spec& spec) {
   const std::vector<Match> mld{MatchL4proto{58}, MatchLookup{{Field::icmpv6_type}, "icmpv6_mld"},
                                MatchFibDaddrType{AddrType::multicast, false}};
   const Match established = MatchCtState{};
+  // What each of our filter chains passes before its allowlist: loopback, packets of known
+  // connections, neighbour discovery, and multicast membership to multicast addresses.
+  auto pass_housekeeping = [&](Chain& c, bool output) {
+    c.rules.push_back(rule({MatchIfname{output, "lo"}}, accept()));
+    c.rules.push_back(rule({established}, accept()));
+    c.rules.push_back(rule({nd_proto, nd}, accept()));
+    c.rules.push_back(rule(igmp, accept()));
+    c.rules.push_back(rule(mld, accept()));
+  };
 
   if (spec.has_ingress) {
     AllowSets a = allow_sets("ingress", spec.ingress_allow, true);
@@ -301,11 +305,7 @@ Ruleset build_ruleset(const Spec& spec) {
     Chain pre{"prerouting_ingress", BaseChain{ChainType::filter, Hook::prerouting, kPrioIngress, false},
               "dstnat-20: before kube-proxy (dstnat-10, dstnat) and Docker (dstnat) and our redirect (dstnat-5)",
               {}};
-    pre.rules.push_back(rule({MatchIfname{false, "lo"}}, accept()));
-    pre.rules.push_back(rule({established}, accept()));
-    pre.rules.push_back(rule({nd_proto, nd}, accept()));
-    pre.rules.push_back(rule(igmp, accept()));
-    pre.rules.push_back(rule(mld, accept()));
+    pass_housekeeping(pre, false);
     // Only traffic addressed to this host (or to a port it publishes) is ingress; routed traffic
     // is the forward chain's business. "This host" includes the broadcast and multicast
     // addresses it receives and its anycast addresses: a UDP socket bound to the wildcard
@@ -325,11 +325,7 @@ Ruleset build_ruleset(const Spec& spec) {
     // in another routing table) is judged here, on the address and port it reaches.
     Chain in{"input_ingress", BaseChain{ChainType::filter, Hook::input, kPrioInput, false},
              "filter-20: connections to this host that prerouting_ingress did not judge", {}};
-    in.rules.push_back(rule({MatchIfname{false, "lo"}}, accept()));
-    in.rules.push_back(rule({established}, accept()));
-    in.rules.push_back(rule({nd_proto, nd}, accept()));
-    in.rules.push_back(rule(igmp, accept()));
-    in.rules.push_back(rule(mld, accept()));
+    pass_housekeeping(in, false);
     in.rules.push_back(rule({MatchCtMark{kJudgedMark, false}}, jump("ingress_allow")));
     rs.chains.push_back(std::move(in));
 
@@ -364,11 +360,7 @@ Ruleset build_ruleset(const Spec& spec) {
     rs.chains.push_back(std::move(allow));
     Chain out{"output_egress", BaseChain{ChainType::filter, Hook::output, kPrioEgress, false},
               "dstnat-20: the app's original destination, before our outbound redirect (dstnat-5)", {}};
-    out.rules.push_back(rule({MatchIfname{true, "lo"}}, accept()));
-    out.rules.push_back(rule({established}, accept()));
-    out.rules.push_back(rule({nd_proto, nd}, accept()));
-    out.rules.push_back(rule(igmp, accept()));
-    out.rules.push_back(rule(mld, accept()));
+    pass_housekeeping(out, true);
     out.rules.push_back(rule({}, jump("egress_allow")));
     rs.chains.push_back(std::move(out));
   }

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <array>
-#include <vector>
 #include <boost/url/parse.hpp>
 
 namespace portcullis::http {
@@ -181,27 +180,25 @@ std::string check_request_fields(std::span<const policy::Header> fields) {
 
 namespace {
 
-const std::string* field_of(std::span<const policy::Header> fields, std::string_view name) {
-  for (const auto& f : fields)
-    if (f.name == name) return &f.value;
-  return nullptr;
-}
-
-// The comma-separated items of a header value, trimmed and lowercased.
-std::vector<std::string> list_items(std::string_view list) {
-  std::vector<std::string> out;
+// Calls f on each item of a comma-separated header list (Connection, Upgrade), without the
+// spaces and tabs around it and skipping empty ones, until f returns true.
+template <class F>
+bool any_item(std::string_view list, F f) {
   while (true) {
     auto comma = list.find(',');
     std::string_view item = list.substr(0, comma);
     while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
     while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    std::string lowered(item);
-    for (char& c : lowered)
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-    if (!lowered.empty()) out.push_back(std::move(lowered));
-    if (comma == std::string_view::npos) break;
+    if (!item.empty() && f(item)) return true;
+    if (comma == std::string_view::npos) return false;
     list.remove_prefix(comma + 1);
   }
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
   return out;
 }
 
@@ -220,23 +217,32 @@ std::string websocket_accept(std::string_view key) {
 
 }  // namespace
 
+bool has_token(std::string_view list, std::string_view lower_token) {
+  return any_item(list, [&](std::string_view item) {
+    return item.size() == lower_token.size() && lowercase(item) == lower_token;
+  });
+}
+
 std::string check_switch(std::string_view offered, std::span<const policy::Header> request,
                          std::span<const policy::Header> response) {
-  const std::string* connection = field_of(response, "connection");
-  const std::string* upgrade = field_of(response, "upgrade");
+  const std::string* connection = policy::find_header(response, "connection");
+  const std::string* upgrade = policy::find_header(response, "upgrade");
   if (connection == nullptr || upgrade == nullptr)
     return "the upstream answered 101 Switching Protocols without Connection: upgrade and an Upgrade header";
-  auto tokens = list_items(*connection);
-  if (std::find(tokens.begin(), tokens.end(), "upgrade") == tokens.end())
+  if (!has_token(*connection, "upgrade"))
     return "the upstream answered 101 Switching Protocols without Connection: upgrade";
-  auto chosen = list_items(*upgrade);
-  auto asked = list_items(offered);
-  if (chosen.size() != 1 || std::find(asked.begin(), asked.end(), chosen.front()) == asked.end())
+  std::string chosen;  // the one protocol the upstream names
+  int protocols = 0;
+  any_item(*upgrade, [&](std::string_view item) {
+    chosen = lowercase(item);
+    return ++protocols > 1;
+  });
+  if (protocols != 1 || !has_token(offered, chosen))
     return "the upstream answered 101 Switching Protocols to '" + printable(*upgrade) +
            "', which is not one protocol the client asked for";
-  if (chosen.front() == "websocket") {
-    const std::string* key = field_of(request, "sec-websocket-key");
-    const std::string* accept = field_of(response, "sec-websocket-accept");
+  if (chosen == "websocket") {
+    const std::string* key = policy::find_header(request, "sec-websocket-key");
+    const std::string* accept = policy::find_header(response, "sec-websocket-accept");
     if (key == nullptr || accept == nullptr || *accept != websocket_accept(*key))
       return "the upstream answered 101 Switching Protocols to websocket without the Sec-WebSocket-Accept for "
              "the client's key";

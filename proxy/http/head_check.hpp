@@ -19,6 +19,10 @@ std::string check_raw_head(std::string_view raw);
 // other than exactly "chunked", missing or duplicate Host, ...).
 std::string check_request_fields(std::span<const policy::Header> fields);
 
+// Whether the comma-separated list (Connection, Upgrade) holds `lower_token`, compared
+// case-insensitively after trimming spaces and tabs around each item.
+bool has_token(std::string_view list, std::string_view lower_token);
+
 // A 101 Switching Protocols from the upstream is a switch (after which bytes are relayed and no
 // rule sees them) only when it is one (RFC 9110 7.8, 15.2.2): `Connection: upgrade`, and an
 // `Upgrade` naming a protocol among `offered` (the client's Upgrade); for websocket, also the

@@ -27,11 +27,7 @@ class Parser : public beast_http::basic_parser<isRequest> {
   // Valid until the buffer given to put() is consumed.
   std::vector<std::string_view>& pieces() { return body; }
 
-  const std::string* field(std::string_view lower_name) const {
-    for (const auto& f : fields)
-      if (f.name == lower_name) return &f.value;
-    return nullptr;
-  }
+  const std::string* field(std::string_view lower_name) const { return policy::find_header(fields, lower_name); }
 
  private:
   using error_code = boost::system::error_code;

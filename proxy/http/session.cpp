@@ -48,21 +48,6 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-bool has_token(std::string_view list, std::string_view token) {
-  // Comma-separated, case-insensitive (Connection, Upgrade).
-  std::size_t pos = 0;
-  while (pos <= list.size()) {
-    auto comma = list.find(',', pos);
-    auto item = list.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (item.size() == token.size() && lower(item) == token) return true;
-    if (comma == std::string_view::npos) break;
-    pos = comma + 1;
-  }
-  return false;
-}
-
 // Hop-by-hop fields (RFC 9110 7.6.1) and framing we set ourselves.
 bool is_hop_by_hop(std::string_view name) {
   return name == "connection" || name == "keep-alive" || name == "proxy-connection" || name == "te" ||
@@ -411,7 +396,7 @@ class HttpSession {
     std::string_view upgrade_to;
     if (auto* u = req.field("upgrade"); u && req.version == 11) {
       auto* c = req.field("connection");
-      if (c && has_token(*c, "upgrade") && !has_token(*u, "h2c")) {
+      if (c && http::has_token(*c, "upgrade") && !http::has_token(*u, "h2c")) {
         upgrade = true;
         upgrade_to = *u;
       }

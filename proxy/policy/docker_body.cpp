@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <iterator>
 
 #include "proxy/policy/docker.hpp"
 #include "proxy/policy/docker_internal.hpp"
@@ -18,6 +19,11 @@ std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
+}
+
+template <class List>
+bool one_of(const List& list, std::string_view v) {
+  return std::find(std::begin(list), std::end(list), v) != std::end(list);
 }
 
 std::string_view trim(std::string_view s) {
@@ -179,7 +185,6 @@ class BodyReader {
     static constexpr std::string_view remote_types[] = {"nfs", "nfs4", "cifs", "smb3"};
     static constexpr std::string_view path_options[] = {"lowerdir", "lowerdir+", "upperdir", "workdir", "datadir+",
                                                         "journal_path", "logdev", "rtdev", "device"};
-    auto one_of = [](const auto& list, std::string_view v) { return std::find(std::begin(list), std::end(list), v) != std::end(list); };
     if (!driver.empty() && lower(driver) != "local") {
       volume_plugin(driver, at);
       return;
@@ -249,7 +254,7 @@ class BodyReader {
     const JsonValue* lc = object(v, at);
     if (lc == nullptr) return;
     std::string type = string(lc->find(type_key), at + "." + type_key);
-    if (!type.empty() && std::find(std::begin(local_drivers), std::end(local_drivers), type) == std::end(local_drivers))
+    if (!type.empty() && !one_of(local_drivers, type))
       a_.log_drivers.push_back(type + " (" + at + ")");
   }
 

@@ -14,6 +14,13 @@ struct Header {
   std::string value;  // as received, surrounding whitespace trimmed
 };
 
+// The value of the first field named `lower_name`, or null.
+inline const std::string* find_header(std::span<const Header> headers, std::string_view lower_name) {
+  for (const auto& h : headers)
+    if (h.name == lower_name) return &h.value;
+  return nullptr;
+}
+
 struct KubeAttributes;    // proxy/policy/kube.hpp
 struct DockerAttributes;  // proxy/policy/docker.hpp
 
