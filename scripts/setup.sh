@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev openssl libspdlog-dev libyaml-cpp-dev libcli11-dev catch2
-  libnftnl-dev libmnl-dev nftables iproute2 tcpdump
+  libnftnl-dev libmnl-dev nftables iproute2 tcpdump strace
   python3 python3-pytest python3-cryptography python3-yaml curl
   haproxy nginx-light prometheus docker.io apache2-utils busybox-static logrotate
   clang libclang-rt-14-dev

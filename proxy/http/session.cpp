@@ -203,6 +203,7 @@ class HttpSession {
               co_return;
             }
           }
+          s.woken_ = readable;
           readable = false;
           if (!co_await s.serve_one()) break;
           // The listener may have been removed or changed by a reload: finish with it.
@@ -266,8 +267,14 @@ class HttpSession {
 
   // Reads until a whole request head is buffered. Returns its length, 0 when the connection
   // ended cleanly before a request, or -status when the head must be refused.
+  // What read_head() returns when a connection woken from idle finds no byte after all: an edge
+  // can announce bytes that the previous request's read already took (EdgeReadiness). The
+  // connection then goes back to idle, instead of waiting here with a buffer.
+  static constexpr long nothing_yet = -1;
+
   net::awaitable<long> read_head() {
     std::size_t scanned = 0;
+    const bool woken = std::exchange(woken_, false);
     // The head has header_timeout_ms from its first byte. park() woke us for readability, which a
     // TLS record with no request byte in it (a TLS 1.3 KeyUpdate) also gives: until a byte
     // arrives the connection is still idle.
@@ -283,7 +290,8 @@ class HttpSession {
       scanned = d.size() >= 2 ? d.size() - 2 : 0;
       if (d.size() > limits().header_bytes) co_return -431;
       char* space = in_.space();
-      auto [ec, n] = co_await down_.read_some(asio::buffer(space, std::min(in_.space_size(), io_chunk * 4)));
+      auto [ec, n] = co_await down_.read_some(asio::buffer(space, std::min(in_.space_size(), io_chunk * 4)), !(woken && in_.empty()));
+      if (ec == asio::error::would_block) co_return nothing_yet;
       if (ec || n == 0) {
         if (in_.empty()) co_return 0;
         co_return deadline_.expired() ? -408 : 0;
@@ -320,6 +328,7 @@ class HttpSession {
     reset_record();
     long head_len = co_await read_head();
     if (head_len == 0) co_return false;
+    if (head_len == nothing_yet) co_return true;
     if (head_len < 0) {
       int status = static_cast<int>(-head_len);
       if (status == 408) {
@@ -850,10 +859,13 @@ class HttpSession {
     if (side().early) release_upstream(false);
     std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
     if (up().is_open() && side().key == key) {
-      // start_early_read() starts nothing on TLS: then the poll().
+      // start_early_read() starts nothing on TLS: then the poll(). A request that may be sent
+      // again trusts what the connection's last read found (no syscall at all when it was
+      // empty, EdgeReadiness); any other request asks the kernel.
+      const bool may_resend = side().retry_request != nullptr;
       if (early && upbuf().empty())
-        side().early = up().start_early_read(asio::buffer(upbuf().space(), upbuf().space_size()));
-      if (side().early || !up().peer_closed_or_sent()) {
+        side().early = up().start_early_read(asio::buffer(upbuf().space(), upbuf().space_size()), may_resend);
+      if (side().early || !up().peer_closed_or_sent(may_resend)) {
         side().reused = true;
         co_return true;
       }
@@ -979,6 +991,7 @@ class HttpSession {
   std::uint16_t source_port_ = 0;
   bool connection_error_ = false;
   bool going_cold_ = false;  // IdleParking cancelled the wait to move it out of asio
+  bool woken_ = false;       // the request being read follows a wake-up from idle (read_head)
   int cold_fd_ = -1;         // the socket, released from asio, while in IdleParking's ColdPoll
   // Metric label sets, rendered once per connection and reused while they stay the same.
   struct Labels {
@@ -1183,8 +1196,9 @@ void HttpSession::wait_readable(std::unique_ptr<HttpSession> self) {
     Wake why = ec || s.w_.draining ? Wake::closing : Wake::readable;
     activate(std::move(self), why);
   };
-  s.down_.tcp()->async_wait(net::tcp_socket::wait_read,
-                            asio::bind_allocator(net::ExactAllocator<void>(), std::move(on_readable)));
+  // No system call when the request's read found the socket empty (EdgeReadiness).
+  s.down_.async_wait_quiet(asio::any_completion_handler<void(error_code)>(
+      asio::bind_allocator(net::ExactAllocator<void>(), std::move(on_readable))));
 }
 
 void HttpSession::close_all() {

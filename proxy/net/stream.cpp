@@ -1,6 +1,7 @@
 #include "proxy/net/stream.hpp"
 
 #include <openssl/err.h>
+#include <cerrno>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -19,6 +20,18 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 void clear_ssl_errors() {
   if (ERR_peek_error()) ERR_clear_error();
 }
+
+// The socket BIO's callback: after each read() OpenSSL makes, tells the EdgeReadiness what it
+// found: bytes (fewer than asked: none left), nothing (EAGAIN), or an end of stream or error.
+long note_socket_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret, std::size_t* processed) {
+  if (oper != (BIO_CB_READ | BIO_CB_RETURN)) return ret;
+  auto* rd = reinterpret_cast<EdgeReadiness*>(BIO_get_callback_arg(b));
+  if (!rd) return ret;
+  if (ret > 0 && processed) rd->note_read(*processed, len);
+  else if (BIO_should_retry(b) && (errno == EAGAIN || errno == EWOULDBLOCK)) rd->note_drained();
+  else rd->note_ended();
+  return ret;
+}
 }  // namespace
 
 TlsSocket::TlsSocket(tcp_socket socket, SSL_CTX* ctx, bool server) : socket_(std::move(socket)) {
@@ -26,6 +39,7 @@ TlsSocket::TlsSocket(tcp_socket socket, SSL_CTX* ctx, bool server) : socket_(std
   if (ssl_) {
     socket_.non_blocking(true);
     SSL_set_fd(ssl_, static_cast<int>(socket_.native_handle()));
+    watch_reads();
     SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     // One read() per TLS record instead of two (5-byte header, then the body); bytes read
@@ -40,14 +54,41 @@ TlsSocket::~TlsSocket() {
   if (ssl_) SSL_free(ssl_);
 }
 
+TlsSocket::TlsSocket(TlsSocket&& o) noexcept
+    : socket_(std::move(o.socket_)),
+      ssl_(std::exchange(o.ssl_, nullptr)),
+      sent_close_notify_(o.sent_close_notify_),
+      rd_(std::move(o.rd_)) {
+  watch_reads();
+}
+
 TlsSocket& TlsSocket::operator=(TlsSocket&& o) noexcept {
   if (this != &o) {
     if (ssl_) SSL_free(ssl_);
+    rd_ = std::move(o.rd_);
     socket_ = std::move(o.socket_);
     ssl_ = std::exchange(o.ssl_, nullptr);
     sent_close_notify_ = o.sent_close_notify_;
+    watch_reads();
   }
   return *this;
+}
+
+void TlsSocket::watch_reads() {
+  rd_.bind(socket_);
+  if (!ssl_) return;
+  BIO* b = SSL_get_rbio(ssl_);
+  if (!b) return;
+  BIO_set_callback_ex(b, &note_socket_read);
+  BIO_set_callback_arg(b, reinterpret_cast<char*>(&rd_));
+}
+
+bool TlsSocket::readable_now() {
+  if (!rd_.maybe_readable) return false;
+  pollfd p{static_cast<int>(socket_.native_handle()), POLLIN, 0};
+  if (::poll(&p, 1, 0) != 0) return true;
+  rd_.note_drained();
+  return false;
 }
 
 error_code TlsSocket::last_error(int ret) {
@@ -73,8 +114,12 @@ error_code TlsSocket::last_error(int ret) {
 }
 
 awaitable<error_code> TlsSocket::wait_for(int ssl_error) {
-  auto what = ssl_error == SSL_ERROR_WANT_WRITE ? tcp_socket::wait_write : tcp_socket::wait_read;
-  auto [ec] = co_await socket_.async_wait(what, use_tuple);
+  if (ssl_error == SSL_ERROR_WANT_WRITE) {
+    auto [ec] = co_await socket_.async_wait(tcp_socket::wait_write, use_tuple);
+    co_return ec;
+  }
+  if (readable_now()) co_return error_code{};
+  auto [ec] = co_await rd_.async_wait(use_tuple);
   co_return ec;
 }
 
@@ -113,7 +158,7 @@ awaitable<error_code> TlsSocket::handshake() {
 // read_some() and write_all() return this coroutine as is (they are not
 // coroutines themselves): one coroutine frame per operation.
 template <class Op>
-awaitable<io_result> TlsSocket::retry_io(Op op) {
+awaitable<io_result> TlsSocket::retry_io(Op op, bool wait_to_read) {
   for (;;) {
     if (!socket_.is_open()) co_return io_result{asio::error::bad_descriptor, 0};
     clear_ssl_errors();
@@ -121,9 +166,15 @@ awaitable<io_result> TlsSocket::retry_io(Op op) {
     int r = op(n);
     if (r == 1) co_return io_result{error_code{}, n};
     int e = SSL_get_error(ssl_, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-      const auto what = e == SSL_ERROR_WANT_WRITE ? tcp_socket::wait_write : tcp_socket::wait_read;
-      auto [ec] = co_await socket_.async_wait(what, use_tuple);
+    if (e == SSL_ERROR_WANT_WRITE) {
+      auto [ec] = co_await socket_.async_wait(tcp_socket::wait_write, use_tuple);
+      if (ec) co_return io_result{ec, 0};
+      continue;
+    }
+    if (e == SSL_ERROR_WANT_READ) {
+      if (readable_now()) continue;
+      if (!wait_to_read) co_return io_result{asio::error::would_block, 0};
+      auto [ec] = co_await rd_.async_wait(use_tuple);
       if (ec) co_return io_result{ec, 0};
       continue;
     }
@@ -131,7 +182,7 @@ awaitable<io_result> TlsSocket::retry_io(Op op) {
   }
 }
 
-awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
+awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b, bool wait) {
   return retry_io([ssl = ssl_, b](std::size_t& n) {
     int r = SSL_read_ex(ssl, b.data(), b.size(), &n);
     if (r != 1) return r;
@@ -149,7 +200,7 @@ awaitable<io_result> TlsSocket::read_some(asio::mutable_buffer b) {
       n += more;
     }
     return 1;
-  });
+  }, wait);
 }
 
 awaitable<io_result> TlsSocket::write_all(asio::const_buffer b) {
@@ -189,21 +240,66 @@ bool Stream::is_open() const {
         using T = std::decay_t<decltype(s)>;
         if constexpr (std::is_same_v<T, std::monostate>) return false;
         else if constexpr (std::is_same_v<T, TlsSocket>) return s.socket().is_open();
+        else if constexpr (std::is_same_v<T, PlainTcp>) return s.socket.is_open();
         else return s.is_open();
       },
       v_);
 }
 
-awaitable<io_result> Stream::read_some(asio::mutable_buffer b) {
-  if (auto* t = std::get_if<TlsSocket>(&v_)) return t->read_some(b);  // no frame of our own
+awaitable<io_result> Stream::read_some(asio::mutable_buffer b, bool wait) {
+  if (auto* t = std::get_if<TlsSocket>(&v_)) return t->read_some(b, wait);  // no frame of our own
+  if (auto* t = std::get_if<PlainTcp>(&v_)) return read_tcp(*t, b, wait);
   return read_plain(b);
 }
 
-awaitable<io_result> Stream::read_plain(asio::mutable_buffer b) {
-  if (auto* s = std::get_if<tcp_socket>(&v_)) {
-    auto [ec, n] = co_await s->async_read_some(b, use_tuple);
-    co_return io_result{ec, n};
+void Stream::async_wait_quiet(asio::any_completion_handler<void(error_code)> h) {
+  if (auto* t = std::get_if<TlsSocket>(&v_)) return t->readiness().async_wait_quiet(std::move(h));
+  if (auto* t = std::get_if<PlainTcp>(&v_)) return t->rd.async_wait_quiet(std::move(h));
+  if (auto* u = std::get_if<unix_socket>(&v_)) return u->async_wait(unix_socket::wait_read, std::move(h));
+  std::move(h)(asio::error::not_connected);  // no stream, so no executor to post to
+}
+
+namespace {
+// One recv() on a socket EdgeReadiness watches: the bytes, or an end of stream (eof), or an
+// error; would_block when it found nothing (and rd now knows the socket is empty).
+io_result recv_once(PlainTcp& t, asio::mutable_buffer b) {
+  for (;;) {
+    ssize_t n = ::recv(t.socket.native_handle(), b.data(), b.size(), MSG_DONTWAIT);
+    if (n > 0) {
+      t.rd.note_read(static_cast<std::size_t>(n), b.size());
+      return {error_code{}, static_cast<std::size_t>(n)};
+    }
+    if (n == 0) {
+      t.rd.note_ended();
+      return {asio::error::eof, 0};
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      t.rd.note_drained();
+      return {asio::error::would_block, 0};
+    }
+    t.rd.note_ended();
+    return {error_code(errno, boost::system::system_category()), 0};
   }
+}
+}  // namespace
+
+awaitable<io_result> Stream::read_tcp(PlainTcp& t, asio::mutable_buffer b, bool wait) {
+  if (b.size() == 0) co_return io_result{error_code{}, 0};
+  for (;;) {
+    if (!t.socket.is_open()) co_return io_result{asio::error::bad_descriptor, 0};
+    if (t.rd.maybe_readable) {
+      auto r = recv_once(t, b);
+      if (r.first != asio::error::would_block || !wait) co_return r;
+    } else if (!wait) {
+      co_return io_result{asio::error::would_block, 0};
+    }
+    auto [ec] = co_await t.rd.async_wait(use_tuple);
+    if (ec) co_return io_result{ec, 0};
+  }
+}
+
+awaitable<io_result> Stream::read_plain(asio::mutable_buffer b) {
   if (auto* s = std::get_if<unix_socket>(&v_)) {
     auto [ec, n] = co_await s->async_read_some(b, use_tuple);
     co_return io_result{ec, n};
@@ -211,21 +307,64 @@ awaitable<io_result> Stream::read_plain(asio::mutable_buffer b) {
   co_return io_result{asio::error::not_connected, 0};
 }
 
-std::shared_ptr<EarlyRead> Stream::start_early_read(asio::mutable_buffer b) {
-  auto start = [&](auto& s) -> std::shared_ptr<EarlyRead> {
-    if (!s.is_open()) return nullptr;
+namespace {
+// The early read of a TCP stream: reads once the socket may hold bytes, until it finds some, an
+// end of stream or an error, then fills the slot and wakes its waiter.
+struct EarlyTcpRead {
+  // Valid while the read is pending: a wake-up for a stream closed or replaced meanwhile reports
+  // operation_aborted (EdgeReadiness), and then t is not touched.
+  PlainTcp* t;
+  asio::mutable_buffer b;
+  std::shared_ptr<EarlyRead> slot;
+
+  void finish(error_code ec, std::size_t n) const {
+    slot->done = true;
+    slot->ec = ec;
+    slot->n = n;
+    if (slot->waiter) std::move(slot->waiter)();
+  }
+  void try_read() const {
+    auto [ec, n] = recv_once(*t, b);
+    if (ec == asio::error::would_block) return wait();
+    finish(ec, n);
+  }
+  void wait() const {
+    t->rd.async_wait_quiet([self = *this](const error_code& ec) {
+      if (ec) return self.finish(ec, 0);  // closed or cancelled: t may be gone
+      self.try_read();
+    });
+  }
+};
+}  // namespace
+
+std::shared_ptr<EarlyRead> Stream::start_early_read(asio::mutable_buffer b, bool trust_quiet) {
+  auto make_slot = [&] {
     auto slot = std::make_shared<EarlyRead>();
     slot->into = static_cast<const char*>(b.data());
-    s.async_read_some(b, [slot](const error_code& ec, std::size_t n) {
+    return slot;
+  };
+  if (auto* t = std::get_if<PlainTcp>(&v_)) {
+    if (!t->socket.is_open() || b.size() == 0) return nullptr;
+    EarlyTcpRead r{t, b, make_slot()};
+    // Quiet since the last response was read (no edge since): no byte to read yet, and no recv()
+    // to find that out. Otherwise the recv() is the check. A close that came with the last
+    // response's bytes goes unseen here; the write or the response read then fails, and the
+    // session sends the (idempotent) request again on a new connection (RFC 9112 9.3.1).
+    if (trust_quiet && t->rd.quiet) r.wait();
+    else r.try_read();
+    return r.slot;
+  }
+  if (auto* s = std::get_if<unix_socket>(&v_)) {
+    if (!s->is_open()) return nullptr;
+    auto slot = make_slot();
+    s->async_read_some(b, [slot](const error_code& ec, std::size_t n) {
       slot->done = true;
       slot->ec = ec;
       slot->n = n;
       if (slot->waiter) std::move(slot->waiter)();
     });
     return slot;
-  };
-  if (auto* s = std::get_if<tcp_socket>(&v_)) return start(*s);
-  if (auto* s = std::get_if<unix_socket>(&v_)) return start(*s);
+  }
   return nullptr;
 }
 
@@ -246,8 +385,8 @@ awaitable<error_code> Stream::write_all(asio::const_buffer b) {
     auto [ec, n] = co_await t->write_all(b);
     co_return ec;
   }
-  if (auto* s = std::get_if<tcp_socket>(&v_)) {
-    auto [ec, n] = co_await asio::async_write(*s, b, use_tuple);
+  if (auto* t = std::get_if<PlainTcp>(&v_)) {
+    auto [ec, n] = co_await asio::async_write(t->socket, b, use_tuple);
     co_return ec;
   }
   if (auto* s = std::get_if<unix_socket>(&v_)) {
@@ -260,7 +399,7 @@ awaitable<error_code> Stream::write_all(asio::const_buffer b) {
 awaitable<void> Stream::shutdown_send() {
   error_code ignored;
   if (auto* t = std::get_if<TlsSocket>(&v_)) co_await t->shutdown_send();
-  else if (auto* s = std::get_if<tcp_socket>(&v_)) s->shutdown(tcp_socket::shutdown_send, ignored);
+  else if (auto* s = std::get_if<PlainTcp>(&v_)) s->socket.shutdown(tcp_socket::shutdown_send, ignored);
   else if (auto* u = std::get_if<unix_socket>(&v_)) u->shutdown(unix_socket::shutdown_send, ignored);
 }
 
@@ -268,8 +407,8 @@ void Stream::close() {
   error_code ignored;
   if (auto* t = std::get_if<TlsSocket>(&v_)) {
     t->socket().close(ignored);
-  } else if (auto* s = std::get_if<tcp_socket>(&v_)) {
-    s->close(ignored);
+  } else if (auto* s = std::get_if<PlainTcp>(&v_)) {
+    s->socket.close(ignored);
   } else if (auto* u = std::get_if<unix_socket>(&v_)) {
     u->close(ignored);
   }
@@ -282,17 +421,19 @@ SSL* Stream::ssl() const {
 
 tcp_socket* Stream::tcp() {
   if (auto* t = std::get_if<TlsSocket>(&v_)) return &t->socket();
-  if (auto* s = std::get_if<tcp_socket>(&v_)) return s;
+  if (auto* s = std::get_if<PlainTcp>(&v_)) return &s->socket;
   return nullptr;
 }
 
-bool Stream::peer_closed_or_sent() const {
+bool Stream::peer_closed_or_sent(bool trust_quiet) const {
   int fd = -1;
   if (auto* t = std::get_if<TlsSocket>(&v_)) {
     if (t->has_buffered_data()) return true;
+    if (trust_quiet && t->readiness().quiet) return false;  // quiet since its last read (no syscall)
     fd = static_cast<int>(const_cast<TlsSocket&>(*t).socket().native_handle());
-  } else if (auto* s = std::get_if<tcp_socket>(&v_)) {
-    fd = static_cast<int>(const_cast<tcp_socket&>(*s).native_handle());
+  } else if (auto* s = std::get_if<PlainTcp>(&v_)) {
+    if (trust_quiet && s->rd.quiet) return false;
+    fd = static_cast<int>(const_cast<tcp_socket&>(s->socket).native_handle());
   } else if (auto* u = std::get_if<unix_socket>(&v_)) {
     fd = static_cast<int>(const_cast<unix_socket&>(*u).native_handle());
   }

@@ -19,20 +19,11 @@
 #include <utility>
 #include <variant>
 
+#include "proxy/net/edge_wait.hpp"
+#include "proxy/net/socket_types.hpp"
+
 namespace portcullis::net {
 
-namespace asio = boost::asio;
-using tcp = asio::ip::tcp;
-// Sockets are bound to their worker's io_context, not to any_io_executor: the executor is 8 bytes
-// instead of 56 in every socket and in every operation pending on one (a tcp socket is 40 bytes
-// instead of 88), which an idle connection holds two or three of.
-using executor = asio::io_context::executor_type;
-using tcp_socket = asio::basic_stream_socket<tcp, executor>;
-using tcp_acceptor = asio::basic_socket_acceptor<tcp, executor>;
-using unix_socket = asio::basic_stream_socket<asio::local::stream_protocol, executor>;
-using error_code = boost::system::error_code;
-template <class T>
-using awaitable = asio::awaitable<T>;
 using io_result = std::pair<error_code, std::size_t>;
 
 class TlsSocket {
@@ -44,18 +35,24 @@ class TlsSocket {
   TlsSocket& operator=(const TlsSocket&) = delete;
   // Moves only while no operation is pending (a Stream going into or out of the pool): OpenSSL
   // holds the file descriptor, which the move keeps.
-  TlsSocket(TlsSocket&& o) noexcept
-      : socket_(std::move(o.socket_)), ssl_(std::exchange(o.ssl_, nullptr)), sent_close_notify_(o.sent_close_notify_) {}
+  // The standing read watch (EdgeReadiness) moves with it.
+  TlsSocket(TlsSocket&& o) noexcept;
   TlsSocket& operator=(TlsSocket&& o) noexcept;
 
   awaitable<error_code> handshake();
-  awaitable<io_result> read_some(asio::mutable_buffer b);
+  // wait = false: would_block instead of waiting when OpenSSL needs bytes the socket lacks.
+  awaitable<io_result> read_some(asio::mutable_buffer b, bool wait = true);
   // Writes all of b, or fails; the result's size is b.size() on success.
   awaitable<io_result> write_all(asio::const_buffer b);
   // Sends close_notify (once); reading stays possible (a TLS half-close).
   awaitable<void> shutdown_send();
 
   SSL* ssl() const { return ssl_; }
+  // What OpenSSL's reads and the edges since tell of the socket (EdgeReadiness). Waits for
+  // readability go through it: asio's async_wait(wait_read) would queue behind its standing
+  // watch and never complete.
+  EdgeReadiness& readiness() { return rd_; }
+  const EdgeReadiness& readiness() const { return rd_; }
   tcp_socket& socket() { return socket_; }
   const tcp_socket& socket() const { return socket_; }
   // Bytes OpenSSL already decrypted and holds (a pooled connection must have none).
@@ -64,12 +61,17 @@ class TlsSocket {
  private:
   awaitable<error_code> wait_for(int ssl_error);
   template <class Op>
-  awaitable<io_result> retry_io(Op op);
+  awaitable<io_result> retry_io(Op op, bool wait_to_read = true);
   error_code last_error(int ret);
+  // Before a wait for a read: true when the socket holds bytes after all (OpenSSL asked to
+  // wait although its last read() was not found empty; asks the kernel).
+  bool readable_now();
+  void watch_reads();  // binds rd_ to socket_ and points the socket BIO's read callback at it
 
   tcp_socket socket_;
   SSL* ssl_ = nullptr;
   bool sent_close_notify_ = false;
+  EdgeReadiness rd_;  // after socket_: gone before the socket closes
 };
 
 // A read started before its result is wanted, on a plain (TCP or unix) socket. Started on a
@@ -86,10 +88,25 @@ struct EarlyRead {
   asio::any_completion_handler<void()> waiter;
 };
 
+// A TCP socket we read ourselves (recv), with the readiness EdgeReadiness tracks: a read or a
+// wait that would find nothing costs no system call.
+struct PlainTcp {
+  explicit PlainTcp(tcp_socket s) : socket(std::move(s)) { rd.bind(socket); }
+  PlainTcp(PlainTcp&& o) noexcept : socket(std::move(o.socket)), rd(std::move(o.rd)) { rd.bind(socket); }
+  PlainTcp& operator=(PlainTcp&& o) noexcept {
+    rd = std::move(o.rd);
+    socket = std::move(o.socket);
+    rd.bind(socket);
+    return *this;
+  }
+  tcp_socket socket;
+  EdgeReadiness rd;  // after socket: gone before the socket closes
+};
+
 class Stream {
  public:
   Stream() = default;
-  explicit Stream(tcp_socket s) : v_(std::move(s)) {}
+  explicit Stream(tcp_socket s) : v_(std::in_place_type<PlainTcp>, std::move(s)) {}
   explicit Stream(unix_socket s) : v_(std::move(s)) {}
   // TLS over s (server: accept, else connect); the handshake is tls()->handshake(). The TLS
   // socket lives inside the stream, not in a heap block of its own: 64 bytes fewer per
@@ -102,11 +119,22 @@ class Stream {
   Stream& operator=(Stream&&) = default;
 
   bool is_open() const;
-  awaitable<io_result> read_some(asio::mutable_buffer b);
+  // wait = false (TCP and TLS): would_block instead of waiting when no byte has come. For a
+  // connection woken from idle: an edge may announce bytes an earlier read already took.
+  awaitable<io_result> read_some(asio::mutable_buffer b, bool wait = true);
+  // Completes once bytes may be waiting, without reading: for a connection idle between
+  // requests. On TCP and TLS, EdgeReadiness::async_wait_quiet (no system call when the last
+  // read found the socket empty; a close that came with the last bytes may go unseen, which the
+  // idle connection's ColdPoll catches). The only way to wait on those streams: asio's
+  // async_wait would queue behind EdgeReadiness's standing watch.
+  void async_wait_quiet(asio::any_completion_handler<void(error_code)> h);
   // Starts reading into b and returns the slot its result goes to; null, with nothing started,
   // on a TLS stream (OpenSSL reads the socket itself) or a closed one. b must stay valid until
   // the result is in the slot: closing the stream completes the read with operation_aborted.
-  std::shared_ptr<EarlyRead> start_early_read(asio::mutable_buffer b);
+  // trust_quiet: on TCP, a connection known to be quiet (EdgeReadiness::quiet) is not read
+  // until an edge comes, which misses a close that came with the last response's bytes; only
+  // for a request that may be sent again on a new connection when this one turns out closed.
+  std::shared_ptr<EarlyRead> start_early_read(asio::mutable_buffer b, bool trust_quiet = false);
   // The result of a read start_early_read() began, waiting for it if it has none yet.
   static awaitable<io_result> finish_early_read(std::shared_ptr<EarlyRead> slot);
   // Writes all of b (or fails).
@@ -120,12 +148,13 @@ class Stream {
   // The TCP socket underneath (null for a unix socket).
   tcp_socket* tcp();
   // True when the peer has closed or sent unsolicited bytes: a pooled idle upstream connection
-  // in that state must not be reused.
-  bool peer_closed_or_sent() const;
+  // in that state must not be reused. trust_quiet: as for start_early_read (no poll() then).
+  bool peer_closed_or_sent(bool trust_quiet = false) const;
 
  private:
   awaitable<io_result> read_plain(asio::mutable_buffer b);  // tcp and unix sockets
-  std::variant<std::monostate, tcp_socket, unix_socket, TlsSocket> v_;
+  static awaitable<io_result> read_tcp(PlainTcp& t, asio::mutable_buffer b, bool wait);
+  std::variant<std::monostate, PlainTcp, unix_socket, TlsSocket> v_;
 };
 
 }  // namespace portcullis::net

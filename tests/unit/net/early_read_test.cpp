@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "proxy/net/stream.hpp"
+#include "tests/unit/net/loopback_pair.hpp"
 
 namespace asio = boost::asio;
 using portcullis::net::EarlyRead;
@@ -22,20 +23,7 @@ using portcullis::net::tcp_socket;
 using namespace std::chrono_literals;
 
 namespace {
-struct Pair {
-  asio::io_context ioc;
-  tcp_socket ours{ioc.get_executor()};
-  asio::ip::tcp::socket peer{ioc};
-  Pair() {
-    asio::ip::tcp::acceptor acc(ioc, {asio::ip::address_v4::loopback(), 0});
-    peer.connect(acc.local_endpoint());
-    acc.accept(ours);
-  }
-  void run_a_while() {
-    ioc.restart();
-    ioc.run_for(50ms);
-  }
-};
+using Pair = portcullis::net::testing::LoopbackPair;
 
 using Result = std::optional<std::pair<boost::system::error_code, std::string>>;
 
