@@ -457,8 +457,13 @@ def keepalive_requests(port, pki, requests, pause=0.3, bodies=False):
     return statuses
 
 
+made_dirs = []  # every tmpdir() of this process, removed when its tests all pass (conftest.py)
+
+
 def tmpdir():
-    return tempfile.mkdtemp(prefix="portcullis-test-")
+    d = tempfile.mkdtemp(prefix="portcullis-test-")
+    made_dirs.append(d)
+    return d
 
 
 def metric(admin_port, name, **labels):
