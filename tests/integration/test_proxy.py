@@ -1069,3 +1069,43 @@ def test_kept_alive_requests_make_no_readiness_system_calls(env):
     assert counts.get("epoll_ctl", (0, 0))[0] <= slack, counts
     assert counts.get("poll", (0, 0))[0] <= slack, counts
     assert counts.get("recvfrom", (0, 0))[1] + counts.get("read", (0, 0))[1] <= slack, counts
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_answer_and_the_close(env):
+    """`printf 'GET ...' | nc`: the request and the client's FIN arrive together. The answer
+    must come whole, and the proxy must then close its side too. The FIN may reach the proxy in
+    the same readiness edge as the request, which an idle wait does not see again
+    (EdgeReadiness::quiet); the idle sweep moves the connection to a level-triggered epoll set
+    within one to two seconds, which does (proxy/http/session.cpp, IdleParking)."""
+    d, pki, up = env
+    extra = "  - name: plain\n    address: 127.0.0.1:0\n    upstream: app\n    policy: inbound\n"
+    p = Proxy(http_config(pki, up.address, extra_listener=extra), d)
+    for listener in ("plain", "inbound"):
+        for attempt in range(3):
+            raw = socket.create_connection(("127.0.0.1", p.port(listener)), timeout=10)
+            if listener == "inbound":
+                s = client_tls_context(pki, "alice").wrap_socket(raw, server_hostname="localhost")
+                s.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+                # The FIN right behind the record (no close_notify): shut down through a second
+                # descriptor of the socket, as SSLSocket.shutdown would drop the TLS state.
+                with socket.socket(fileno=os.dup(s.fileno())) as same:
+                    same.shutdown(socket.SHUT_WR)
+            else:
+                s = raw
+                s.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.shutdown(socket.SHUT_WR)
+            started = time.time()
+            head, _, rest = read_response(s)
+            assert head is not None, f"{listener}: no answer"
+            status = int(head.split(b" ")[1])
+            assert status in (200, 403), head  # the plain listener has no certificate to allow
+            s.settimeout(5)
+            try:
+                tail = rest + s.recv(100)
+            except (ssl.SSLError, ConnectionResetError):
+                tail = b""
+            assert tail == b"", f"{listener}: bytes after the answer: {tail[:80]!r}"
+            # Not a speed bound: the alternative is the 60 s idle timeout (the sweep takes 1-2 s).
+            assert time.time() - started < 4, f"{listener}: the proxy kept the connection open"
+            s.close()
+    assert p.stop() == 0
