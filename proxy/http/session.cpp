@@ -808,8 +808,13 @@ class HttpSession {
       }
     }
     side().reusable = complete && resp.keep_alive() && !close_delimited && upbuf().empty();
+    if (!side().reusable) {
+      // Bytes after the response are nobody's answer (a desync, or a smuggled response): they go
+      // with the connection, never to the next request's parser.
+      up().close();
+      upbuf().consume(upbuf().size());
+    }
     upbuf().release_if_empty();  // idle keep-alive connections hold no response buffer
-    if (!side().reusable) up().close();
     if (!complete) {
       rq_->record.outcome = "error";
       rq_->record.reason = "upstream response ended early; the client's response is truncated";
@@ -859,13 +864,10 @@ class HttpSession {
     if (side().early) release_upstream(false);
     std::string key = std::to_string(snap_->generation) + "/" + lrt_->cfg.upstream;
     if (up().is_open() && side().key == key) {
-      // start_early_read() starts nothing on TLS: then the poll(). A request that may be sent
-      // again trusts what the connection's last read found (no syscall at all when it was
-      // empty, EdgeReadiness); any other request asks the kernel.
-      const bool may_resend = side().retry_request != nullptr;
+      // start_early_read() starts nothing on TLS: then the poll().
       if (early && upbuf().empty())
-        side().early = up().start_early_read(asio::buffer(upbuf().space(), upbuf().space_size()), may_resend);
-      if (side().early || !up().peer_closed_or_sent(may_resend)) {
+        side().early = up().start_early_read(asio::buffer(upbuf().space(), upbuf().space_size()));
+      if (side().early || !up().peer_closed_or_sent()) {
         side().reused = true;
         co_return true;
       }
@@ -896,6 +898,7 @@ class HttpSession {
     if (u.conn.is_open() && u.reusable && u.buf.empty() && !u.early) w_.pool.give(u.key, std::move(u.conn));
     else u.conn.close();
     u.early.reset();
+    u.buf.consume(u.buf.size());  // what the released connection sent is no other connection's
     u.conn = net::Stream();
     u.reusable = false;
   }

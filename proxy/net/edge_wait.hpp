@@ -5,15 +5,21 @@
 // (epoll_ctl MOD): it cannot know whether bytes arrived while nothing waited, because the
 // reactor registers sockets edge-triggered and remembers an edge only for its own reads. A TLS
 // socket is read by OpenSSL, not by asio, so every wait of a kept-alive connection cost that
-// syscall: about one in six of a proxied request's system calls (benchmarks/README.md).
+// syscall: one in six of a proxied request's system calls (benchmarks/README.md, session 14).
 //
 // EdgeReadiness keeps one read operation of its own queued in asio's reactor for as long as the
 // socket is registered there. The reactor calls it at every readiness edge, and it never
 // completes on one: it notes the edge, and wakes the waiter if there is one. With that, and with
-// what the owner's reads report (`maybe_readable`: false once a read() found the socket empty),
-// a wait needs no system call: if no edge came since the socket was last found empty, the next
-// byte brings one. asio's detail API is used for this (Boost 1.81's epoll reactor, checked at
-// compile time); nothing else reads through asio on a socket that uses it.
+// what the owner's reads report (note_read, note_drained, note_ended), a wait needs no system
+// call when no edge came since the socket was last found empty: the next byte brings one. asio's
+// detail API is used for this (Boost 1.81's epoll reactor, checked at compile time); nothing
+// else reads through asio on a socket that uses it.
+//
+// What a read found is not all the same. EAGAIN (maybe_readable false) means nothing at all is
+// waiting. A short read (quiet) means no byte is, but says nothing of a FIN that came in the same
+// edge as those bytes; asio does not register EPOLLRDHUP, which would tell. So `quiet` is trusted
+// only by an idle client connection's wait, whose close the idle sweep catches (1-2 s later);
+// reading a stream to its end, and checking a kept upstream connection, need EAGAIN.
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
 
@@ -43,9 +49,7 @@ class EdgeReadiness {
   bool maybe_readable = true;
   // quiet: true while the last read() returned fewer bytes than it asked for, or found nothing,
   // and no edge has come since: no byte is waiting. An end of stream or an error may be, when
-  // the peer's FIN came with its last bytes (one edge for both, seen before that read): so
-  // `quiet` is for waits that have another way to learn of a close (an idle connection's
-  // ColdPoll, a kept upstream connection's retry), never for reading a stream to its end.
+  // the peer's FIN came with its last bytes (one edge for both, seen before that read).
   bool quiet = false;
 
   // A read() on the socket returned n > 0 bytes of the `asked`.
@@ -74,8 +78,8 @@ class EdgeReadiness {
   auto async_wait(Token&& token) {
     return initiate(std::forward<Token>(token), false);
   }
-  // The same, but trusting `quiet`: waits for an edge unless bytes may be waiting. For an idle
-  // connection waiting for its next request, and a kept upstream connection's next response.
+  // The same, but trusting `quiet`: waits for an edge unless bytes may be waiting. Only for a
+  // wait that learns of a close some other way (an idle client connection: the idle sweep).
   template <class Token>
   auto async_wait_quiet(Token&& token) {
     return initiate(std::forward<Token>(token), true);

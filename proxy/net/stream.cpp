@@ -329,7 +329,7 @@ struct EarlyTcpRead {
     finish(ec, n);
   }
   void wait() const {
-    t->rd.async_wait_quiet([self = *this](const error_code& ec) {
+    t->rd.async_wait([self = *this](const error_code& ec) {
       if (ec) return self.finish(ec, 0);  // closed or cancelled: t may be gone
       self.try_read();
     });
@@ -337,7 +337,7 @@ struct EarlyTcpRead {
 };
 }  // namespace
 
-std::shared_ptr<EarlyRead> Stream::start_early_read(asio::mutable_buffer b, bool trust_quiet) {
+std::shared_ptr<EarlyRead> Stream::start_early_read(asio::mutable_buffer b) {
   auto make_slot = [&] {
     auto slot = std::make_shared<EarlyRead>();
     slot->into = static_cast<const char*>(b.data());
@@ -346,11 +346,11 @@ std::shared_ptr<EarlyRead> Stream::start_early_read(asio::mutable_buffer b, bool
   if (auto* t = std::get_if<PlainTcp>(&v_)) {
     if (!t->socket.is_open() || b.size() == 0) return nullptr;
     EarlyTcpRead r{t, b, make_slot()};
-    // Quiet since the last response was read (no edge since): no byte to read yet, and no recv()
-    // to find that out. Otherwise the recv() is the check. A close that came with the last
-    // response's bytes goes unseen here; the write or the response read then fails, and the
-    // session sends the (idempotent) request again on a new connection (RFC 9112 9.3.1).
-    if (trust_quiet && t->rd.quiet) r.wait();
+    // Found empty (EAGAIN) by the last recv(), and no edge since: no byte and no end of stream
+    // can be waiting, and no recv() is needed to find that out. Otherwise the recv() is the
+    // check. Not `quiet` (a short read): a FIN that came with the last response's bytes would go
+    // unseen, and an upstream that half-closed but still reads never answers (nor resets).
+    if (!t->rd.maybe_readable) r.wait();
     else r.try_read();
     return r.slot;
   }
@@ -425,14 +425,14 @@ tcp_socket* Stream::tcp() {
   return nullptr;
 }
 
-bool Stream::peer_closed_or_sent(bool trust_quiet) const {
+bool Stream::peer_closed_or_sent() const {
   int fd = -1;
   if (auto* t = std::get_if<TlsSocket>(&v_)) {
     if (t->has_buffered_data()) return true;
-    if (trust_quiet && t->readiness().quiet) return false;  // quiet since its last read (no syscall)
+    if (!t->readiness().maybe_readable) return false;  // found empty, no edge since (no syscall)
     fd = static_cast<int>(const_cast<TlsSocket&>(*t).socket().native_handle());
   } else if (auto* s = std::get_if<PlainTcp>(&v_)) {
-    if (trust_quiet && s->rd.quiet) return false;
+    if (!s->rd.maybe_readable) return false;
     fd = static_cast<int>(const_cast<tcp_socket&>(s->socket).native_handle());
   } else if (auto* u = std::get_if<unix_socket>(&v_)) {
     fd = static_cast<int>(const_cast<unix_socket&>(*u).native_handle());

@@ -131,10 +131,10 @@ class Stream {
   // Starts reading into b and returns the slot its result goes to; null, with nothing started,
   // on a TLS stream (OpenSSL reads the socket itself) or a closed one. b must stay valid until
   // the result is in the slot: closing the stream completes the read with operation_aborted.
-  // trust_quiet: on TCP, a connection known to be quiet (EdgeReadiness::quiet) is not read
-  // until an edge comes, which misses a close that came with the last response's bytes; only
-  // for a request that may be sent again on a new connection when this one turns out closed.
-  std::shared_ptr<EarlyRead> start_early_read(asio::mutable_buffer b, bool trust_quiet = false);
+  // On TCP the first recv() is skipped only when the last one found the socket empty (EAGAIN,
+  // EdgeReadiness::maybe_readable): a short read does not tell that no FIN is waiting, and an
+  // upstream that half-closed and still reads would never answer the request written next.
+  std::shared_ptr<EarlyRead> start_early_read(asio::mutable_buffer b);
   // The result of a read start_early_read() began, waiting for it if it has none yet.
   static awaitable<io_result> finish_early_read(std::shared_ptr<EarlyRead> slot);
   // Writes all of b (or fails).
@@ -148,8 +148,8 @@ class Stream {
   // The TCP socket underneath (null for a unix socket).
   tcp_socket* tcp();
   // True when the peer has closed or sent unsolicited bytes: a pooled idle upstream connection
-  // in that state must not be reused. trust_quiet: as for start_early_read (no poll() then).
-  bool peer_closed_or_sent(bool trust_quiet = false) const;
+  // in that state must not be reused. No poll() when the last read found the socket empty.
+  bool peer_closed_or_sent() const;
 
  private:
   awaitable<io_result> read_plain(asio::mutable_buffer b);  // tcp and unix sockets
