@@ -265,13 +265,13 @@ class HttpSession {
   // its 504/502; any other wait closes both sides.
   void close_all();
 
-  // Reads until a whole request head is buffered. Returns its length, 0 when the connection
-  // ended cleanly before a request, or -status when the head must be refused.
   // What read_head() returns when a connection woken from idle finds no byte after all: an edge
   // can announce bytes that the previous request's read already took (EdgeReadiness). The
   // connection then goes back to idle, instead of waiting here with a buffer.
   static constexpr long nothing_yet = -1;
 
+  // Reads until a whole request head is buffered. Returns its length, 0 when the connection
+  // ended cleanly before a request, nothing_yet, or -status when the head must be refused.
   net::awaitable<long> read_head() {
     std::size_t scanned = 0;
     const bool woken = std::exchange(woken_, false);

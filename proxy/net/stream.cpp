@@ -308,8 +308,16 @@ awaitable<io_result> Stream::read_plain(asio::mutable_buffer b) {
 }
 
 namespace {
+// An early read's result: into its slot, and to its waiter if one is already waiting.
+void fill_slot(EarlyRead& slot, error_code ec, std::size_t n) {
+  slot.done = true;
+  slot.ec = ec;
+  slot.n = n;
+  if (slot.waiter) std::move(slot.waiter)();
+}
+
 // The early read of a TCP stream: reads once the socket may hold bytes, until it finds some, an
-// end of stream or an error, then fills the slot and wakes its waiter.
+// end of stream or an error, then fills the slot.
 struct EarlyTcpRead {
   // Valid while the read is pending: a wake-up for a stream closed or replaced meanwhile reports
   // operation_aborted (EdgeReadiness), and then t is not touched.
@@ -317,20 +325,14 @@ struct EarlyTcpRead {
   asio::mutable_buffer b;
   std::shared_ptr<EarlyRead> slot;
 
-  void finish(error_code ec, std::size_t n) const {
-    slot->done = true;
-    slot->ec = ec;
-    slot->n = n;
-    if (slot->waiter) std::move(slot->waiter)();
-  }
   void try_read() const {
     auto [ec, n] = recv_once(*t, b);
     if (ec == asio::error::would_block) return wait();
-    finish(ec, n);
+    fill_slot(*slot, ec, n);
   }
   void wait() const {
     t->rd.async_wait([self = *this](const error_code& ec) {
-      if (ec) return self.finish(ec, 0);  // closed or cancelled: t may be gone
+      if (ec) return fill_slot(*self.slot, ec, 0);  // closed or cancelled: t may be gone
       self.try_read();
     });
   }
@@ -357,12 +359,7 @@ std::shared_ptr<EarlyRead> Stream::start_early_read(asio::mutable_buffer b) {
   if (auto* s = std::get_if<unix_socket>(&v_)) {
     if (!s->is_open()) return nullptr;
     auto slot = make_slot();
-    s->async_read_some(b, [slot](const error_code& ec, std::size_t n) {
-      slot->done = true;
-      slot->ec = ec;
-      slot->n = n;
-      if (slot->waiter) std::move(slot->waiter)();
-    });
+    s->async_read_some(b, [slot](const error_code& ec, std::size_t n) { fill_slot(*slot, ec, n); });
     return slot;
   }
   return nullptr;

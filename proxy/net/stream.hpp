@@ -9,11 +9,7 @@
 #include <openssl/ssl.h>
 
 #include <boost/asio/any_completion_handler.hpp>
-#include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <memory>
 #include <string>
 #include <utility>
@@ -152,7 +148,7 @@ class Stream {
   bool peer_closed_or_sent() const;
 
  private:
-  awaitable<io_result> read_plain(asio::mutable_buffer b);  // tcp and unix sockets
+  awaitable<io_result> read_plain(asio::mutable_buffer b);  // unix sockets (asio reads them)
   static awaitable<io_result> read_tcp(PlainTcp& t, asio::mutable_buffer b, bool wait);
   std::variant<std::monostate, PlainTcp, unix_socket, TlsSocket> v_;
 };
