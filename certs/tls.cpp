@@ -345,6 +345,12 @@ void read_subject_alt_names(X509* cert, Identity& identity) {
 SslCtxPtr make_server_context(const BundleSpec& bundle, ClientCertMode mode, std::span<const std::string> alpn) {
   SslCtxPtr ctx = new_context(bundle, TLS_server_method());
   SSL_CTX* raw = ctx.get();
+  // A client's FIN without close_notify ends its stream like a close_notify, as in nginx: an HTTP
+  // request is framed by its own lengths (a cut body is still an error), and a TCP relay passes
+  // the FIN on as a plain client's. Without this, OpenSSL 3 answers the FIN with a decode_error
+  // alert and the relay drops the upstream's answer. Upstream contexts keep the error: there a
+  // response body may run until the close, and only close_notify proves it whole.
+  SSL_CTX_set_options(raw, SSL_OP_IGNORE_UNEXPECTED_EOF);
   if (bundle.cert.empty() || bundle.key.empty()) {
     fail(bundle, "a listener needs both cert and key");
   }

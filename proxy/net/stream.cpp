@@ -232,7 +232,9 @@ awaitable<void> TlsSocket::shutdown_send() {
   }
 }
 
-bool TlsSocket::has_buffered_data() const { return ssl_ && SSL_has_pending(ssl_); }
+bool TlsSocket::has_buffered_data() const {
+  return ssl_ && (SSL_has_pending(ssl_) || (SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN));
+}
 
 bool Stream::is_open() const {
   return std::visit(

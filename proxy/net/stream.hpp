@@ -51,7 +51,9 @@ class TlsSocket {
   const EdgeReadiness& readiness() const { return rd_; }
   tcp_socket& socket() { return socket_; }
   const tcp_socket& socket() const { return socket_; }
-  // Bytes OpenSSL already decrypted and holds (a pooled connection must have none).
+  // Something the next read reports without the socket: bytes OpenSSL already holds, or the
+  // peer's close_notify, read with the last bytes before it (a pooled connection must have
+  // neither; an idle one must not wait for the socket then).
   bool has_buffered_data() const;
 
  private:

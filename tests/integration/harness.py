@@ -414,6 +414,59 @@ def raw_exchange(port, data, pki=None, client=None, timeout=10, tls=True):
     return out
 
 
+class BioTls:
+    """A TLS client over a raw socket through memory BIOs, so a test decides which records leave in
+    which TCP write: e.g. a request and its close_notify in one segment, which SSLSocket cannot send."""
+
+    def __init__(self, port, pki, client, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = client_tls_context(pki, client).wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.outgoing.read())
+                data = self.sock.recv(65536)
+                assert data, "the server closed during the handshake"
+                self.incoming.write(data)
+        self.sock.sendall(self.outgoing.read())  # the client's Finished
+
+    def records(self, data=b"", close_notify=False):
+        """The bytes of data's records, then of a close_notify; nothing is sent."""
+        if data:
+            self.tls.write(data)
+        if close_notify:
+            try:
+                self.tls.unwrap()
+            except ssl.SSLWantReadError:  # close_notify written; the peer's is not there yet
+                pass
+        return self.outgoing.read()
+
+    def read_all(self):
+        """(plaintext, how it ended) until the server's TCP close: "close_notify" or "eof"."""
+        out, ended = b"", "eof"
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                self.incoming.write_eof()
+            else:
+                self.incoming.write(data)
+            try:
+                while chunk := self.tls.read(65536):
+                    out += chunk
+                ended = "close_notify"
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                ended = "close_notify"
+            except ssl.SSLEOFError:
+                pass
+            if not data:
+                return out, ended
+
+
 def read_response(s, buf=b""):
     """Reads one Content-Length framed response from s, after the bytes already in buf. Returns
     (head, body, rest), rest being what followed the body; head is None when s closed before a

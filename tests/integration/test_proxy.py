@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import (CA, Pki, Proxy, RecordingUpstream, client_tls_context, curl, keepalive_requests, metric, paths_rule,
+from harness import (CA, BioTls, Pki, Proxy, RecordingUpstream, client_tls_context, curl, keepalive_requests, metric, paths_rule,
                      free_port, raw_exchange, read_response, sidecar_config, tmpdir, wait_until)
 
 
@@ -992,14 +992,16 @@ def test_a_request_is_sent_again_at_most_once_and_never_a_post(env):
     d, pki, _ = env
     # /a is answered on a kept connection; /b arrives on it and the upstream drops it unanswered:
     # the proxy sends /b once more on a new connection, which is dropped too, and the client gets
-    # 502 (no third attempt).
-    up = ScriptedUpstream(["keep", "drop", "drop"])
-    p = Proxy(http_config(pki, up.address), d)
-    statuses = keepalive_requests(p.port("inbound"), pki, [get("/a"), get("/b")])
-    assert statuses == [200, 502], (statuses, up.seen)
-    assert [(c, path) for c, _, path, _ in up.seen] == [(1, "/a"), (1, "/b"), (2, "/b")], up.seen
-    p.stop()
-    up.close()
+    # 502 (no third attempt). The same with upstream_timeout_ms armed: a close is not a timeout.
+    for limits in (None, "upstream_timeout_ms: 5000"):
+        up = ScriptedUpstream(["keep", "drop", "drop"])
+        cfg = http_config(pki, up.address)
+        p = Proxy(with_limits(cfg, limits) if limits else cfg, d)
+        statuses = keepalive_requests(p.port("inbound"), pki, [get("/a"), get("/b")])
+        assert statuses == [200, 502], (limits, statuses, up.seen)
+        assert [(c, path) for c, _, path, _ in up.seen] == [(1, "/a"), (1, "/b"), (2, "/b")], (limits, up.seen)
+        p.stop()
+        up.close()
     # A POST whose connection is dropped unanswered is never sent twice: the upstream may have acted on it.
     up = ScriptedUpstream(["keep", "drop"])
     p = Proxy(http_config(pki, up.address), d)
@@ -1159,4 +1161,53 @@ def test_a_client_that_half_closes_after_its_request_gets_the_answer_and_the_clo
             # Not a speed bound: the alternative is the 60 s idle timeout (the sweep takes 1-2 s).
             assert time.time() - started < 4, f"{listener}: the proxy kept the connection open"
             s.close()
+    assert p.stop() == 0
+
+
+def test_a_tls_client_that_sends_close_notify_with_its_request_gets_the_answer_and_the_close(env):
+    """The request and the client's close_notify in one segment, and no FIN (the client waits for
+    the answer). OpenSSL reads both records at once; the close_notify it then holds must end
+    the connection after the answer, not leave it parked until the idle timeout."""
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    for attempt in range(3):
+        c = BioTls(p.port("inbound"), pki, "alice")
+        c.sock.sendall(c.records(b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\n", close_notify=True))
+        started = time.time()
+        out, ended = c.read_all()
+        assert out.startswith(b"HTTP/1.1 200 ") and b'"path": "/bye"' in out, out
+        assert ended == "close_notify", "the proxy closed without its own close_notify"
+        # Not a speed bound: the alternative is the 60 s idle timeout.
+        assert time.time() - started < 4, "the proxy kept the connection open"
+        c.sock.close()
+    assert [r["path"] for r in up.requests] == ["/bye"] * 3
+    assert p.stop() == 0
+
+
+def test_a_tls_client_fin_without_close_notify_ends_its_stream_like_a_close_notify(env):
+    """A FIN with no close_notify before it (a client that only shuts its socket down): over a TCP
+    relay it reaches the upstream as a half-close, and the upstream's answer still reaches the
+    client, as for a plain TCP client; on an HTTP listener the request is answered. Neither gets
+    a decode_error alert in place of the rest (OpenSSL 3's default)."""
+    d, pki, up = env
+    srv, t = line_echo_server()
+    relay = Proxy(tcp_config(pki, srv.getsockname()[1]), d)
+    c = BioTls(relay.port("inbound"), pki, "alice")
+    c.sock.sendall(c.records(b"half\n"))
+    c.sock.shutdown(socket.SHUT_WR)
+    out, ended = c.read_all()
+    assert out == b"HALF\nBYE\n", out
+    assert ended == "close_notify", ended
+    t.join(10)
+    relay.stop()
+    log = [l for l in relay.access_log() if l["listener.name"] == "inbound"]
+    assert log[-1]["event.outcome"] == "allow" and log[-1]["bytes.in"] == 5 and log[-1]["bytes.out"] == 9, log[-1]
+
+    p = Proxy(http_config(pki, up.address), d)
+    c = BioTls(p.port("inbound"), pki, "alice")
+    c.sock.sendall(c.records(b"GET /fin HTTP/1.1\r\nHost: x\r\n\r\n"))
+    c.sock.shutdown(socket.SHUT_WR)
+    out, ended = c.read_all()
+    assert out.startswith(b"HTTP/1.1 200 ") and b'"path": "/fin"' in out, out
+    assert ended == "close_notify", ended
     assert p.stop() == 0
