@@ -24,6 +24,8 @@ enum class DockerBody {
   service_create,    // POST /services/create
   service_update,    // POST /services/{id}/update
   volume_create,     // POST /volumes/create
+  swarm_init,        // POST /swarm/init (the swarm's spec under "Spec")
+  swarm_update,      // POST /swarm/update (the swarm's spec)
 };
 
 // An image the request would run, mount or pull.

@@ -258,6 +258,12 @@ class BodyReader {
       a_.log_drivers.push_back(type + " (" + at + ")");
   }
 
+  // The swarm's defaults for every task: a service that names no log driver gets this one.
+  void swarm_spec(const JsonValue& spec, const std::string& at) {
+    const JsonValue* defaults = object(spec.find("TaskDefaults"), at + "TaskDefaults");
+    if (defaults != nullptr) log_config(defaults->find("LogDriver"), at + "TaskDefaults.LogDriver", "Name");
+  }
+
   void port_bindings(const JsonValue* v, const std::string& at) {
     const JsonValue* map = object(v, at);
     if (map == nullptr) return;
@@ -412,6 +418,8 @@ std::string endpoint_words(DockerBody body) {
     case DockerBody::service_create: return "service create";
     case DockerBody::service_update: return "service update";
     case DockerBody::volume_create: return "volume create";
+    case DockerBody::swarm_init: return "swarm init";
+    case DockerBody::swarm_update: return "swarm update";
     case DockerBody::none: break;
   }
   return "request";
@@ -464,6 +472,10 @@ std::optional<std::string> inspect_docker_body(std::string_view content_type, st
       case DockerBody::service_create:
       case DockerBody::service_update: reader.service(*root); break;
       case DockerBody::volume_create: reader.volume_create(*root); break;
+      case DockerBody::swarm_init:
+        if (const JsonValue* spec = reader.object(root->find("Spec"), "Spec")) reader.swarm_spec(*spec, "Spec.");
+        break;
+      case DockerBody::swarm_update: reader.swarm_spec(*root, ""); break;
       case DockerBody::none: break;
     }
     if (!reader.error.empty()) return refuse(reader.error);

@@ -143,8 +143,15 @@ const char* const kDocsNotes = R"(
   plugin whose options Portcullis cannot judge: it needs `volume_plugins`, and a driver name
   that is a path (`../x`: dockerd looks legacy plugins up as files) is never allowed. A log
   driver other than `json-file`, `local`, `journald` and `none` (`HostConfig.LogConfig.Type`, a
-  service's `TaskTemplate.LogDriver.Name`) has dockerd send the container's output from the
-  host's network to an address the caller chose: it needs `log_drivers`.
+  service's `TaskTemplate.LogDriver.Name`, the swarm's default for every task,
+  `TaskDefaults.LogDriver.Name` in `/swarm/init`'s `Spec` and in `/swarm/update`) has dockerd send
+  the container's output from the host's network to an address the caller chose: it needs
+  `log_drivers`.
+- **Swarm.** `swarm.join` puts this host under another swarm's managers, which then run
+  services here that never pass through Portcullis: grant it only to those who may do anything
+  on the host. Of a swarm's spec (`swarm.init`, `swarm.update`) Portcullis judges the default log
+  driver only; the rest, the swarm's CA among it (`CAConfig`: its signing key, external CAs the
+  managers call), is the swarm administrator's.
 - **Checkpoints.** `container.checkpoint` names a directory on the host where dockerd writes or
   reads CRIU images (a start with `checkpoint` or `checkpoint-dir` in its query is a
   `container.checkpoint` too); only an `--experimental` dockerd serves them. Portcullis does not judge that directory: grant `container.checkpoint` only to those who

@@ -95,12 +95,12 @@ constexpr std::array kRoutes = std::to_array<Route>({
     {"POST", "/session", "image.build"},
     {"POST", "/grpc", "image.build"},
     // swarm router
-    {"POST", "/swarm/init", "swarm.init"},
+    {"POST", "/swarm/init", "swarm.init", DockerBody::swarm_init},
     {"POST", "/swarm/join", "swarm.join"},
     {"POST", "/swarm/leave", "swarm.leave"},
     {"GET", "/swarm", "read"},
     {"GET", "/swarm/unlockkey", "swarm.unlockkey"},  // a secret, not a read
-    {"POST", "/swarm/update", "swarm.update"},
+    {"POST", "/swarm/update", "swarm.update", DockerBody::swarm_update},
     {"POST", "/swarm/unlock", "swarm.unlock"},
     {"GET", "/services", "read"},
     {"GET", "/services/{id}", "read"},

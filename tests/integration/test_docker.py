@@ -49,7 +49,7 @@ policies:
       - name: ops-run-official
         from: {{ groups: [ops] }}
         docker:
-          actions: [read, {CONTAINER_ACTIONS}, image.pull, volume.create, service.create, service.update]
+          actions: [read, {CONTAINER_ACTIONS}, image.pull, volume.create, service.create, service.update, swarm.init, swarm.update]
           images: ["docker.io/library/*"]
           bind_sources: ["{data_dir}/**"]
 """
@@ -633,6 +633,22 @@ def test_device_volumes_plugins_and_network_log_drivers_need_their_allow_names(g
     assert not {"diskvol", "plugvol"} & set(gw.daemon.cli("volume", "ls", "-q").stdout.split())
 
 
+def test_a_swarm_default_log_driver_needs_log_drivers_too(gw):
+    """TaskDefaults.LogDriver is the log driver of every service task that names none: set
+    through swarm init or update, it would send every task's output from the host's network,
+    where TaskTemplate.LogDriver needs log_drivers."""
+    gelf = {"Name": "gelf", "Options": {"gelf-address": "udp://127.0.0.1:12201"}}
+    init = json.dumps({"ListenAddr": "127.0.0.1:2377", "Spec": {"TaskDefaults": {"LogDriver": gelf}}}).encode()
+    assert_refused(gw, post("/swarm/init", init), "spec.taskdefaults.logdriver", "(add \"log_drivers\" to allow)")
+    update = json.dumps({"Name": "default", "taskdefaults": {"logdriver": gelf}}).encode()  # Go matches keys in any case
+    assert_refused(gw, post("/v1.41/swarm/update?version=1", update), "taskdefaults.logdriver", "log_drivers")
+    assert json.loads(gw.daemon.cli("info", "--format", "{{json .Swarm.LocalNodeState}}").stdout) == "inactive"
+    # A host-only default passes the rule and reaches dockerd, which is no swarm manager here.
+    local = json.dumps({"Name": "default", "TaskDefaults": {"LogDriver": {"Name": "json-file"}}}).encode()
+    status, body = gw.raw(post("/v1.41/swarm/update?version=1", local))
+    assert status == 503 and not body["message"].startswith("portcullis"), (status, body)
+
+
 def test_form_fields_cannot_hide_behind_unicode_spaces_or_multipart(gw):
     """dockerd reads form fields ahead of the query (/images/create: a pull becomes an import) and
     multipart fields where the query is silent (/build: networkmode=host)."""
@@ -678,13 +694,13 @@ def test_check_warns_about_renaming_actions_with_images_and_an_open_socket(tmp_p
     os.chmod(sock, 0o666)
     cfg = os.path.join(d, "c.yaml")
     with open(cfg, "w") as f:
-        f.write(docker_config(pki, sock, d).replace("service.update]", "service.update, image.tag]"))
+        f.write(docker_config(pki, sock, d).replace("swarm.update]", "swarm.update, image.tag]"))
     p = subprocess.run([BIN, "check", "-c", cfg], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "warning:" in p.stderr and "image.tag" in p.stderr and "ops-run-official" in p.stderr, p.stderr
     assert f"socket {sock} is mode 0666" in p.stderr, p.stderr
     # A family, `*` or an empty list grants container.commit / image.tag as surely as the name does.
-    listed = "actions: [read, " + CONTAINER_ACTIONS + ", image.pull, volume.create, service.create, service.update]"
+    listed = "actions: [read, " + CONTAINER_ACTIONS + ", image.pull, volume.create, service.create, service.update, swarm.init, swarm.update]"
     for actions in ('[read, "container.*", image.pull]', '["*"]', "[]"):
         with open(cfg, "w") as f:
             f.write(docker_config(pki, sock, d).replace(listed, "actions: " + actions))
