@@ -315,7 +315,7 @@ void fill_slot(EarlyRead& slot, error_code ec, std::size_t n) {
   slot.done = true;
   slot.ec = ec;
   slot.n = n;
-  if (slot.waiter) std::move(slot.waiter)();
+  if (slot.waiter) std::move(slot.waiter)(ec, n);
 }
 
 // The early read of a TCP stream: reads once the socket may hold bytes, until it finds some, an
@@ -368,15 +368,21 @@ std::shared_ptr<EarlyRead> Stream::start_early_read(asio::mutable_buffer b) {
 }
 
 awaitable<io_result> Stream::finish_early_read(std::shared_ptr<EarlyRead> slot) {
-  if (!slot->done)
-    co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-        [&slot](auto handler) {
-          // Not by assignment: Boost 1.81's move assignment wraps the handler in itself, without end.
-          asio::any_completion_handler<void()> h(std::move(handler));
-          slot->waiter.swap(h);
-        },
-        asio::use_awaitable);
-  co_return io_result{slot->ec, slot->n};
+  if (slot->done) co_return io_result{slot->ec, slot->n};
+  // The waiter owns this coroutine, and so the session, and the slot owns the waiter: this
+  // frame gives up its share of the slot while it waits, and the result comes as the waiter's
+  // arguments. Otherwise, when the pending read is destroyed instead of completed (its
+  // io_context torn down after a drain's timeout, the upstream still silent), slot and
+  // coroutine would keep each other alive: the whole session leaked.
+  auto [ec, n] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, std::size_t)>(
+      [&slot](auto handler) {
+        // Not by assignment: Boost 1.81's move assignment wraps the handler in itself, without end.
+        asio::any_completion_handler<void(error_code, std::size_t)> h(std::move(handler));
+        std::shared_ptr<EarlyRead> s = std::move(slot);  // not this frame's while it waits
+        s->waiter.swap(h);
+      },
+      use_tuple);
+  co_return io_result{ec, n};
 }
 
 awaitable<error_code> Stream::write_all(asio::const_buffer b) {

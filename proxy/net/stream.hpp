@@ -83,7 +83,9 @@ struct EarlyRead {
   error_code ec;
   std::size_t n = 0;
   const char* into = nullptr;  // where the bytes go
-  asio::any_completion_handler<void()> waiter;
+  // finish_early_read()'s coroutine (and so the session): while it waits here, nothing the
+  // coroutine owns may hold the slot, or the two keep each other alive (finish_early_read).
+  asio::any_completion_handler<void(error_code, std::size_t)> waiter;
 };
 
 // A TCP socket we read ourselves (recv), with the readiness EdgeReadiness tracks: a read or a

@@ -802,8 +802,9 @@ class ScriptedUpstream:
     on reading, and discards, until the proxy closes: no reset for what is written to it), "junk"
     (200 and a second, unasked response in one segment, connection kept), "keep" (200,
     connection kept), "stray" (200, then 0.1 s later a second response
-    nobody asked for, connection kept), "hints" (103 Early Hints, then as "answer"), or "drop"
-    (close without answering); after the script,
+    nobody asked for, connection kept), "hints" (103 Early Hints, then as "answer"), "hold" (no
+    answer: it reads, and discards, until the proxy closes), or "drop" (close without
+    answering); after the script,
     "answer". Records (connection number, method, path, body bytes) of every request."""
 
     def __init__(self, script=()):
@@ -855,6 +856,13 @@ class ScriptedUpstream:
                 self.seen.append((n, *req))
                 action = self.script[len(self.seen) - 1] if len(self.seen) <= len(self.script) else "answer"
                 if action == "drop":
+                    break
+                if action == "hold":
+                    try:
+                        while c.recv(65536):
+                            pass
+                    except OSError:
+                        pass
                     break
                 if action == "hints":
                     c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
@@ -985,6 +993,31 @@ def test_bytes_after_an_upstream_response_never_answer_the_next_request(env):
     assert answers == [(200, b"ok"), (200, b"ok")], (answers, up.seen)
     assert [(c, path) for c, _, path, _ in up.seen] == [(1, "/first"), (2, "/second")], up.seen
     assert p.stop() == 0
+    up.close()
+
+
+def test_a_drain_that_times_out_on_a_kept_upstream_connection_frees_the_waiting_session(env):
+    """SIGTERM while a request waits for its response on a kept upstream connection, in the read
+    started before the request was written (net::Stream::start_early_read), and the upstream
+    never answers: the drain times out (10 s) and the session is destroyed with its worker's
+    io_context, the read never completed. The waiting coroutine and the read's slot used to own
+    each other then, and LeakSanitizer failed the exit (the ASan run of this suite)."""
+    d, pki, _ = env
+    up = ScriptedUpstream(["keep", "hold"])
+    p = Proxy(http_config(pki, up.address), d)
+    s = client_tls_context(pki, "alice").wrap_socket(
+        socket.create_connection(("127.0.0.1", p.port("inbound")), timeout=30), server_hostname="localhost")
+    s.sendall(get("/a"))
+    head, body, _ = read_response(s)
+    assert head.startswith(b"HTTP/1.1 200") and body == b"ok", head
+    s.sendall(get("/held"))
+    assert wait_until(lambda: len(up.seen) == 2, 5), up.seen
+    assert [(c, path) for c, _, path, _ in up.seen] == [(1, "/a"), (1, "/held")], up.seen  # the kept connection
+    time.sleep(0.2)  # the proxy is waiting for the response now
+    rc = p.stop()
+    assert rc == 0, f"exit status {rc}:\n{p.stderr()[-4000:]}"
+    assert "drain timeout: closing 1 connection(s)" in p.stderr()
+    s.close()
     up.close()
 
 

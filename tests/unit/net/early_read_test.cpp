@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 #include <catch2/catch.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -125,6 +126,34 @@ TEST_CASE("early read: closing the stream aborts it, and its slot outlives the s
   asio::write(p.peer, asio::buffer(std::string("late")), ignored);
   p.run_a_while();
   CHECK(slot->n == 0);
+}
+
+TEST_CASE("early read: destroyed unfinished with its io_context, it frees the coroutine waiting on it") {
+  // A drain that times out: the worker's io_context is destroyed while a session waits for a
+  // kept upstream connection's response. The read's handler is destroyed, not called, and the
+  // slot, the coroutine and what the coroutine owns (the session, its stream) must go with it.
+  char buf[64];
+  auto p = std::make_unique<Pair>();
+  auto stream = std::make_shared<Stream>(std::move(p->ours));
+  auto slot = stream->start_early_read(asio::buffer(buf));
+  REQUIRE(slot);
+  auto session = std::make_shared<int>(0);  // stands for what the coroutine owns
+  std::weak_ptr<int> freed = session;
+  bool finished = false;
+  asio::co_spawn(
+      p->ioc,
+      [stream, slot = std::move(slot), session = std::move(session), &finished]() mutable -> asio::awaitable<void> {
+        co_await Stream::finish_early_read(std::move(slot));
+        finished = true;
+      },
+      asio::detached);
+  stream.reset();
+  p->run_a_while();
+  REQUIRE_FALSE(finished);  // waiting: the peer sends nothing
+  CHECK_FALSE(freed.expired());
+  p.reset();
+  CHECK_FALSE(finished);
+  CHECK(freed.expired());
 }
 
 TEST_CASE("early read: not offered on TLS or closed streams") {
