@@ -794,6 +794,16 @@ def test_connections_beyond_max_connections_are_closed_and_the_others_kept(env):
     p.stop()
 
 
+def _discard_until_closed(c):
+    """Reads, and discards, until the peer closes (or the socket's timeout passes): no reset for
+    what the peer writes meanwhile."""
+    try:
+        while c.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
 class ScriptedUpstream:
     """An upstream that treats the Nth request it receives (on any connection) as script[N]:
     "answer" (200 with keep-alive framing, then close, like a server whose keep-alive timeout
@@ -858,11 +868,7 @@ class ScriptedUpstream:
                 if action == "drop":
                     break
                 if action == "hold":
-                    try:
-                        while c.recv(65536):
-                            pass
-                    except OSError:
-                        pass
+                    _discard_until_closed(c)
                     break
                 if action == "hints":
                     c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
@@ -877,11 +883,7 @@ class ScriptedUpstream:
                     if action == "junk":
                         continue
                     c.settimeout(30)
-                    try:
-                        while c.recv(65536):
-                            pass
-                    except OSError:
-                        pass
+                    _discard_until_closed(c)
                     break
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 if action == "stray":
