@@ -773,7 +773,7 @@ Config parse(const YAML::Node& root, Reader& r, const std::string& path) {
     return cfg;
   }
   r.check_keys(root, {"admin", "probes", "workers", "run_as", "log", "tls", "upstreams", "listeners",
-                      "policies", "firewall", "max_connections"},
+                      "policies", "firewall", "max_connections", "drain_timeout_ms"},
                "the config");
   for (auto [key, dest] : {std::pair{"admin", &cfg.admin}}) {
     if (!root[key] || !r.is_map(root[key], key)) continue;
@@ -794,6 +794,8 @@ Config parse(const YAML::Node& root, Reader& r, const std::string& path) {
   }
   if (root["max_connections"])
     if (auto v = r.uint(root["max_connections"], "max_connections", 1, 10'000'000)) cfg.max_connections = *v;
+  if (root["drain_timeout_ms"])
+    if (auto v = r.uint(root["drain_timeout_ms"], "drain_timeout_ms", 0, 86'400'000)) cfg.drain_timeout_ms = *v;
   if (root["run_as"] && r.is_map(root["run_as"], "run_as")) {
     r.check_keys(root["run_as"], {"uid", "gid"}, "run_as");
     RunAs ra;

@@ -111,6 +111,7 @@ struct Config {
   unsigned workers = 0;  // resolved: `auto` = number of cores
   std::optional<RunAs> run_as;
   std::uint64_t max_connections = 0;  // process-wide client connections; 0 = derived from RLIMIT_NOFILE
+  std::uint64_t drain_timeout_ms = 10000;  // SIGTERM/SIGINT: how long busy connections may finish
   LogConfig log;
   std::map<std::string, certs::BundleSpec> tls;
   std::map<std::string, Upstream> upstreams;

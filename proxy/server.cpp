@@ -505,8 +505,10 @@ void Server::handle_signal(int sig) {
     if (observe::reopen_access_log()) spdlog::info("access log reopened");
   } else if (!stopping_) {
     stopping_ = true;
+    // The drain_timeout_ms of the config in force now (a reload may have changed it).
+    const std::chrono::milliseconds drain_timeout(snapshot_->config.drain_timeout_ms);
     spdlog::info("{}: stop accepting, draining for up to {} ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                 options_.drain_timeout.count());
+                 drain_timeout.count());
     for (auto& [name, g] : groups_)
       for (std::size_t i = 0; i < workers_.size(); ++i)
         asio::post(workers_[i]->ioc, [g, i] {
@@ -516,7 +518,7 @@ void Server::handle_signal(int sig) {
     for (auto& w : workers_) asio::post(w->ioc, [wp = w.get()] { wp->drain(); });
     ready_ = false;
     if (options_.on_drain) options_.on_drain();
-    drain_deadline_ = std::chrono::steady_clock::now() + options_.drain_timeout;
+    drain_deadline_ = std::chrono::steady_clock::now() + drain_timeout;
     drain_tick_ = std::make_unique<asio::steady_timer>(main_ioc_);
     poll_drain();
   }

@@ -20,7 +20,6 @@ namespace portcullis {
 struct RunOptions {
   bool no_firewall = false;
   bool firewall_applied = false;  // main applied the firewall section before the Server started
-  std::chrono::milliseconds drain_timeout{10000};
   std::function<void()> on_drain;  // called on the main thread when the drain starts (SIGTERM, SIGINT)
 };
 

@@ -21,21 +21,26 @@ struct IdleConnections {
   virtual void close_all() = 0;
 };
 
+// Members are destroyed in reverse order. A connection still busy when the worker is torn down
+// (a drain that timed out) is a coroutine frame that ~io_context destroys, so the state such a
+// frame may touch (snapshot, identities, metrics, counters) is declared before `ioc` and
+// outlives it; what holds sockets (the pool, the idle connections) is declared after it and
+// goes first, while the io_context still exists.
 struct Worker {
   unsigned index = 0;
-  // One thread runs it, and every socket and timer of this worker is touched on that thread
-  // only: other threads post() to it (a reload, a handed-over connection, a drain, a metrics
-  // copy), and posting stays locked. So asio's per-socket reactor lock is off (UNSAFE_IO): two
-  // lock/unlock pairs fewer per socket operation (callgrind: about 6 per keep-alive request).
-  boost::asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::shared_ptr<const Snapshot> snapshot;  // replaced by a posted message on reload
-  UpstreamPool pool;
   // Identities of verified client certificates, shared by the connections presenting the same one.
   certs::PeerIdentityCache identities;
   bool draining = false;
   std::atomic<std::uint64_t> active{0};
   // Only touched on this worker's thread; the admin endpoint posts here to copy it.
   observe::MetricSet metrics;
+  // One thread runs it, and every socket and timer of this worker is touched on that thread
+  // only: other threads post() to it (a reload, a handed-over connection, a drain, a metrics
+  // copy), and posting stays locked. So asio's per-socket reactor lock is off (UNSAFE_IO): two
+  // lock/unlock pairs fewer per socket operation (callgrind: about 6 per keep-alive request).
+  boost::asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
+  UpstreamPool pool;
   // Made when the first connection goes idle. Last, so that it is destroyed first: the
   // connections it owns still find the io_context and the rest of the worker.
   std::unique_ptr<IdleConnections> idle;

@@ -122,6 +122,7 @@ std::string config_to_json(const config::Config& c) {
   o["admin"] = c.admin.str();
   if (c.probes) o["probes"] = c.probes->str();
   o["workers"] = c.workers;
+  o["drain_timeout_ms"] = c.drain_timeout_ms;
   if (c.run_as) o["run_as"] = json::object{{"uid", c.run_as->uid}, {"gid", c.run_as->gid}};
   o["log"] = json::object{{"level", c.log.level}, {"access_log", c.log.access_log}};
   json::object tls;

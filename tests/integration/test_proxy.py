@@ -1001,12 +1001,18 @@ def test_bytes_after_an_upstream_response_never_answer_the_next_request(env):
 def test_a_drain_that_times_out_on_a_kept_upstream_connection_frees_the_waiting_session(env):
     """SIGTERM while a request waits for its response on a kept upstream connection, in the read
     started before the request was written (net::Stream::start_early_read), and the upstream
-    never answers: the drain times out (10 s) and the session is destroyed with its worker's
+    never answers: the drain times out and the session is destroyed with its worker's
     io_context, the read never completed. The waiting coroutine and the read's slot used to own
-    each other then, and LeakSanitizer failed the exit (the ASan run of this suite)."""
+    each other then, and LeakSanitizer failed the exit (the ASan run of this suite).
+    The drain lasts drain_timeout_ms of the config in force at the signal: here a reload set it
+    to 1.5 s (the default is 10 s)."""
     d, pki, _ = env
     up = ScriptedUpstream(["keep", "hold"])
     p = Proxy(http_config(pki, up.address), d)
+    with open(p.config_path, "w") as f:
+        f.write(http_config(pki, up.address, top="drain_timeout_ms: 1500"))
+    p.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: "reload complete" in p.stderr(), 10), p.stderr()
     s = client_tls_context(pki, "alice").wrap_socket(
         socket.create_connection(("127.0.0.1", p.port("inbound")), timeout=30), server_hostname="localhost")
     s.sendall(get("/a"))
@@ -1016,9 +1022,14 @@ def test_a_drain_that_times_out_on_a_kept_upstream_connection_frees_the_waiting_
     assert wait_until(lambda: len(up.seen) == 2, 5), up.seen
     assert [(c, path) for c, _, path, _ in up.seen] == [(1, "/a"), (1, "/held")], up.seen  # the kept connection
     time.sleep(0.2)  # the proxy is waiting for the response now
+    started = time.time()
     rc = p.stop()
+    took = time.time() - started
     assert rc == 0, f"exit status {rc}:\n{p.stderr()[-4000:]}"
+    assert "SIGTERM: stop accepting, draining for up to 1500 ms" in p.stderr(), p.stderr()[-2000:]
     assert "drain timeout: closing 1 connection(s)" in p.stderr()
+    # The busy connection was given its 1.5 s, and not the default 10 s.
+    assert 1.4 < took < 6, f"the drain took {took:.1f} s"
     s.close()
     up.close()
 

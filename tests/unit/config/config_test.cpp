@@ -59,8 +59,17 @@ TEST_CASE("a minimal config loads with the documented defaults") {
   CHECK(l.limits.upstream_timeout_ms == 0);
   CHECK(cfg.admin.str() == "127.0.0.1:15000");
   CHECK(cfg.workers >= 1);
+  CHECK(cfg.drain_timeout_ms == 10000);
   CHECK(cfg.log.access_log == "stdout");
   CHECK(cfg.compiled_policies.count("inbound") == 1);
+}
+
+TEST_CASE("drain_timeout_ms takes 0 to a day, and nothing else") {
+  CHECK(load_string("drain_timeout_ms: 0\n" + base(), "test.yaml").drain_timeout_ms == 0);
+  CHECK(load_string("drain_timeout_ms: 86400000\n" + base(), "test.yaml").drain_timeout_ms == 86400000);
+  CHECK_THAT(errors_of("drain_timeout_ms: 86400001\n" + base()), Catch::Contains("test.yaml:1:19: drain_timeout_ms"));
+  CHECK_THAT(errors_of("drain_timeout_ms: -1\n" + base()), Catch::Contains("test.yaml:1:19: drain_timeout_ms"));
+  CHECK_THAT(errors_of("drain_timeout_ms: 10s\n" + base()), Catch::Contains("test.yaml:1:19: drain_timeout_ms"));
 }
 
 TEST_CASE("errors carry the file, line and column of the offending key") {
