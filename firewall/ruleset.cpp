@@ -276,11 +276,16 @@ Ruleset build_ruleset(const Spec& spec) {
     // that neighbour discovery uses; to a unicast address it would be a way around the allowlists.
     rs.sets.push_back(icmpv6_type_set("icmpv6_mld", {130, 131, 132, 143}));
   }
-  const Match nd = MatchLookup{{Field::icmpv6_type}, "icmpv6_nd"};
-  const Match nd_proto = MatchL4proto{58};
+  // ICMPv6 exists in IPv6 only, IGMP in IPv4 only: each rule names its family, or an IPv4 packet
+  // of protocol 58 whose first byte is 135 would pass as neighbour discovery (a channel around
+  // the allowlists for anything with a raw socket).
+  const std::vector<Match> nd{MatchNfproto{Family::ipv6}, MatchL4proto{58},
+                              MatchLookup{{Field::icmpv6_type}, "icmpv6_nd"}};
   // Multicast membership reports and queries (IGMP, and MLD for IPv6), to multicast addresses.
-  const std::vector<Match> igmp{MatchL4proto{2}, MatchFibDaddrType{AddrType::multicast, false}};
-  const std::vector<Match> mld{MatchL4proto{58}, MatchLookup{{Field::icmpv6_type}, "icmpv6_mld"},
+  const std::vector<Match> igmp{MatchNfproto{Family::ipv4}, MatchL4proto{2},
+                                MatchFibDaddrType{AddrType::multicast, false}};
+  const std::vector<Match> mld{MatchNfproto{Family::ipv6}, MatchL4proto{58},
+                               MatchLookup{{Field::icmpv6_type}, "icmpv6_mld"},
                                MatchFibDaddrType{AddrType::multicast, false}};
   const Match established = MatchCtState{};
   // What each of our filter chains passes before its allowlist: loopback, packets of known
@@ -288,7 +293,7 @@ Ruleset build_ruleset(const Spec& spec) {
   auto pass_housekeeping = [&](Chain& c, bool output) {
     c.rules.push_back(rule({MatchIfname{output, "lo"}}, accept()));
     c.rules.push_back(rule({established}, accept()));
-    c.rules.push_back(rule({nd_proto, nd}, accept()));
+    c.rules.push_back(rule(nd, accept()));
     c.rules.push_back(rule(igmp, accept()));
     c.rules.push_back(rule(mld, accept()));
   };

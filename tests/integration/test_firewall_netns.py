@@ -371,16 +371,18 @@ def test_a_service_ip_dnated_to_a_forwarded_container_is_judged_too(env, tmp_pat
 
 RAW_SINK = textwrap.dedent("""
     import socket, sys, time
-    # Prints the payload tail of every IGMP (IPv4) and ICMPv6 packet received, for a while.
+    # Prints the payload tail of every IGMP (IPv4), IPv4 protocol 58 and ICMPv6 packet received,
+    # for a while.
     seconds = float(sys.argv[1])
     s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, 2)
+    s4_58 = socket.socket(socket.AF_INET, socket.SOCK_RAW, 58)
     s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    for s in (s4, s6):
+    for s in (s4, s4_58, s6):
         s.settimeout(0.05)
     print("ready", flush=True)
     end = time.time() + seconds
     while time.time() < end:
-        for s in (s4, s6):
+        for s in (s4, s4_58, s6):
             try:
                 data = s.recv(2000)
             except socket.timeout:
@@ -390,9 +392,15 @@ RAW_SINK = textwrap.dedent("""
     """)
 RAW_SEND = textwrap.dedent("""
     import socket, sys
-    # An IGMP packet and an MLD query (ICMPv6 130) to unicast addresses, carrying a payload.
+    # An IGMP packet and an MLD query (ICMPv6 130) to unicast addresses, carrying a payload; and
+    # IPv4 packets of protocol 58 (ICMPv6's number) whose first byte is a neighbour solicitation
+    # (135) or an MLD report (143), to unicast and to multicast: ICMPv6 exists only in IPv6.
     s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, 2)
     s4.sendto(b"\\x11\\x00\\x00\\x00\\x00\\x00\\x00\\x00covert-igmp", (sys.argv[1], 0))
+    s4_58 = socket.socket(socket.AF_INET, socket.SOCK_RAW, 58)
+    s4_58.sendto(b"\\x87\\x00\\x00\\x00" + bytes(20) + b"covert-v4-nd", (sys.argv[1], 0))
+    s4_58.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, sys.argv[3].encode())
+    s4_58.sendto(b"\\x8f\\x00\\x00\\x00" + bytes(20) + b"covert-v4-mld", ("224.0.0.1", 0))
     s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
     s6.sendto(b"\\x82\\x00\\x00\\x00" + bytes(20) + b"covert-mld", (sys.argv[2], 0))
     """)
@@ -402,7 +410,9 @@ def test_untracked_packets_and_unicast_igmp_or_mld_are_judged(env, tmp_path):
     """Third red-team round: a packet without conntrack (another table's notrack) could not take
     the judged mark, and the rule that set it also jumped, so it skipped the allowlist; and IGMP
     and MLD passed to any address, a channel around the allowlists. Now the mark is set by a rule
-    of its own, and IGMP/MLD pass to multicast addresses only."""
+    of its own, and IGMP/MLD pass to multicast addresses only. Session 16: IPv4 packets of
+    protocol 58 passed as neighbour discovery or MLD (the rules matched the protocol number and
+    the first byte, not the family); each rule now names its family."""
     s, c = env["server"], env["client"]
     env["listen"](s, "0.0.0.0", 9999, "untracked")
     apply_ingress_only(env, tmp_path, 8080)
@@ -413,7 +423,7 @@ def test_untracked_packets_and_unicast_igmp_or_mld_are_judged(env, tmp_path):
         assert connect(c, "10.77.0.1", 9999, src="10.77.0.3") == "ERR:timeout"
         sink = s.popen(PY, "-c", RAW_SINK, "2")
         assert sink.stdout.readline().strip() == "ready"
-        c.ex(PY, "-c", RAW_SEND, "10.77.0.1", "fd77::1")
+        c.ex(PY, "-c", RAW_SEND, "10.77.0.1", "fd77::1", env["dir"] + "b")
         assert sink.communicate(timeout=10)[0].split() == []
     finally:
         s.ex("nft", "delete", "table", "inet", "rawish", check=False)
