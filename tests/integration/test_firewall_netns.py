@@ -395,15 +395,24 @@ RAW_SEND = textwrap.dedent("""
     # An IGMP packet and an MLD query (ICMPv6 130) to unicast addresses, carrying a payload; and
     # IPv4 packets of protocol 58 (ICMPv6's number) whose first byte is a neighbour solicitation
     # (135) or an MLD report (143), to unicast and to multicast: ICMPv6 exists only in IPv6.
+    # argv: an IPv4 and an IPv6 address of the peer, the interface towards it. An output chain
+    # that drops a packet makes sendto fail with EPERM: that is said, and the rest still go.
+    dst4, dst6, dev = sys.argv[1:4]
     s4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, 2)
-    s4.sendto(b"\\x11\\x00\\x00\\x00\\x00\\x00\\x00\\x00covert-igmp", (sys.argv[1], 0))
     s4_58 = socket.socket(socket.AF_INET, socket.SOCK_RAW, 58)
-    s4_58.sendto(b"\\x87\\x00\\x00\\x00" + bytes(20) + b"covert-v4-nd", (sys.argv[1], 0))
-    s4_58.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, sys.argv[3].encode())
-    s4_58.sendto(b"\\x8f\\x00\\x00\\x00" + bytes(20) + b"covert-v4-mld", ("224.0.0.1", 0))
+    s4_58m = socket.socket(socket.AF_INET, socket.SOCK_RAW, 58)
+    s4_58m.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
     s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    s6.sendto(b"\\x82\\x00\\x00\\x00" + bytes(20) + b"covert-mld", (sys.argv[2], 0))
+    for sock, data, to in [(s4, b"\\x11" + bytes(7) + b"covert-igmp", (dst4, 0)),
+                           (s4_58, b"\\x87" + bytes(23) + b"covert-v4-nd", (dst4, 0)),
+                           (s4_58m, b"\\x8f" + bytes(23) + b"covert-v4-mld", ("224.0.0.1", 0)),
+                           (s6, b"\\x82" + bytes(23) + b"covert-mld", (dst6, 0))]:
+        try:
+            sock.sendto(data, to)
+        except PermissionError:
+            print("refused on the way out:", data[data.index(b"covert"):].decode(), file=sys.stderr)
     """)
+
 
 
 def test_untracked_packets_and_unicast_igmp_or_mld_are_judged(env, tmp_path):
@@ -507,6 +516,11 @@ def test_egress_allowlist_and_outbound_interception(env, tmp_path):
     # Egress is judged on the original destination: 9001 is not allowed, for anyone.
     assert connect(s, "10.77.0.2", 9001).startswith("ERR:")
     assert connect(s, "10.77.0.2", 9001, user=1337).startswith("ERR:")
+    # Neither raw IGMP/MLD to unicast nor IPv4 protocol 58 dressed as ND or MLD leaves either.
+    sink = c.popen(PY, "-c", RAW_SINK, "2")
+    assert sink.stdout.readline().strip() == "ready"
+    s.ex(PY, "-c", RAW_SEND, "10.77.0.2", "fd77::2", env["dir"] + "a")
+    assert sink.communicate(timeout=10)[0].split() == []
 
 
 def test_portcullis_firewall_cli(env, tmp_path):
