@@ -369,6 +369,9 @@ class Batch {
     } else if (auto* x = std::get_if<MatchSkid>(&m)) {
       meta(r, x->gid ? NFT_META_SKGID : NFT_META_SKUID, NFT_REG_1);
       cmp(r, NFT_CMP_EQ, &x->id, 4);
+    } else if (auto* x = std::get_if<MatchIp6Hoplimit>(&m)) {
+      payload(r, NFT_PAYLOAD_NETWORK_HEADER, 7, 1, NFT_REG_1);  // the IPv6 header's hop limit
+      cmp(r, NFT_CMP_EQ, &x->value, 1);
     } else if (auto* x = std::get_if<MatchLookup>(&m)) {
       std::uint32_t slot = 0;  // in 32-bit registers
       for (auto f : x->fields) {

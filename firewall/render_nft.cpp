@@ -112,6 +112,7 @@ std::string match_text(const Match& m) {
             return std::string("fib daddr type ") + (x.negate ? "!= " : "") + type;
           },
           [](const MatchSkid& x) { return std::string(x.gid ? "meta skgid " : "meta skuid ") + std::to_string(x.id); },
+          [](const MatchIp6Hoplimit& x) { return "ip6 hoplimit " + std::to_string(x.value); },
           [](const MatchLookup& x) {
             std::string s;
             for (std::size_t i = 0; i < x.fields.size(); ++i) s += (i ? " . " : "") + std::string(field_name(x.fields[i]));

@@ -278,9 +278,11 @@ Ruleset build_ruleset(const Spec& spec) {
   }
   // ICMPv6 exists in IPv6 only, IGMP in IPv4 only: each rule names its family, or an IPv4 packet
   // of protocol 58 whose first byte is 135 would pass as neighbour discovery (a channel around
-  // the allowlists for anything with a raw socket).
+  // the allowlists for anything with a raw socket). Neighbour discovery is sent with hop limit
+  // 255 and a receiver drops it with any other (RFC 4861, 7.1.1): so no router has forwarded it,
+  // and ND-typed packets from off the link are judged like any other packet.
   const std::vector<Match> nd{MatchNfproto{Family::ipv6}, MatchL4proto{58},
-                              MatchLookup{{Field::icmpv6_type}, "icmpv6_nd"}};
+                              MatchLookup{{Field::icmpv6_type}, "icmpv6_nd"}, MatchIp6Hoplimit{255}};
   // Multicast membership reports and queries (IGMP, and MLD for IPv6), to multicast addresses.
   const std::vector<Match> igmp{MatchNfproto{Family::ipv4}, MatchL4proto{2},
                                 MatchFibDaddrType{AddrType::multicast, false}};

@@ -84,13 +84,17 @@ struct MatchSkid {  // meta skuid N / meta skgid N
   std::uint32_t id = 0;
   bool operator==(const MatchSkid&) const = default;
 };
+struct MatchIp6Hoplimit {  // ip6 hoplimit N
+  std::uint8_t value = 255;
+  bool operator==(const MatchIp6Hoplimit&) const = default;
+};
 struct MatchLookup {  // f1 . f2 . f3 @set
   std::vector<Field> fields;
   std::string set;
   bool operator==(const MatchLookup&) const = default;
 };
 using Match = std::variant<MatchNfproto, MatchL4proto, MatchIfname, MatchCtState, MatchCtStatusDnat,
-                           MatchFibDaddrType, MatchCtMark, MatchSkid, MatchLookup>;
+                           MatchFibDaddrType, MatchCtMark, MatchSkid, MatchIp6Hoplimit, MatchLookup>;
 
 struct Verdict {
   // next: no verdict, the chain goes on (a rule that only sets the ct mark).

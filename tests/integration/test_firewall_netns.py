@@ -392,7 +392,7 @@ RAW_SINK = textwrap.dedent("""
     """)
 RAW_SEND = textwrap.dedent("""
     import socket, sys
-    # An IGMP packet and an MLD query (ICMPv6 130) to unicast addresses, carrying a payload; and
+    # An IGMP packet and an MLD query (ICMPv6 130) to unicast addresses, carrying a payload;
     # IPv4 packets of protocol 58 (ICMPv6's number) whose first byte is a neighbour solicitation
     # (135) or an MLD report (143), to unicast and to multicast: ICMPv6 exists only in IPv6.
     # argv: an IPv4 and an IPv6 address of the peer, the interface towards it. An output chain
@@ -403,10 +403,14 @@ RAW_SEND = textwrap.dedent("""
     s4_58m = socket.socket(socket.AF_INET, socket.SOCK_RAW, 58)
     s4_58m.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
     s6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    # And a neighbour solicitation with hop limit 64, as one a router forwarded from off the link.
+    s6_hop64 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s6_hop64.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 64)
     for sock, data, to in [(s4, b"\\x11" + bytes(7) + b"covert-igmp", (dst4, 0)),
                            (s4_58, b"\\x87" + bytes(23) + b"covert-v4-nd", (dst4, 0)),
                            (s4_58m, b"\\x8f" + bytes(23) + b"covert-v4-mld", ("224.0.0.1", 0)),
-                           (s6, b"\\x82" + bytes(23) + b"covert-mld", (dst6, 0))]:
+                           (s6, b"\\x82" + bytes(23) + b"covert-mld", (dst6, 0)),
+                           (s6_hop64, b"\\x87" + bytes(23) + b"covert-nd-hop64", (dst6, 0))]:
         try:
             sock.sendto(data, to)
         except PermissionError:
@@ -421,7 +425,8 @@ def test_untracked_packets_and_unicast_igmp_or_mld_are_judged(env, tmp_path):
     and MLD passed to any address, a channel around the allowlists. Now the mark is set by a rule
     of its own, and IGMP/MLD pass to multicast addresses only. Session 16: IPv4 packets of
     protocol 58 passed as neighbour discovery or MLD (the rules matched the protocol number and
-    the first byte, not the family); each rule now names its family."""
+    the first byte, not the family), and so did ND-typed ICMPv6 from off the link (any hop
+    limit); each rule now names its family, and ND needs hop limit 255 (RFC 4861)."""
     s, c = env["server"], env["client"]
     env["listen"](s, "0.0.0.0", 9999, "untracked")
     apply_ingress_only(env, tmp_path, 8080)
