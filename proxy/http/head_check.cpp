@@ -178,6 +178,16 @@ std::string check_request_fields(std::span<const policy::Header> fields) {
   return {};
 }
 
+std::string check_request_body(std::string_view method, std::span<const policy::Header> fields) {
+  if (method != "GET" && method != "HEAD" && method != "TRACE") return {};
+  for (const auto& f : fields) {
+    if (f.name == "transfer-encoding" ||
+        (f.name == "content-length" && f.value.find_first_not_of('0') != std::string::npos))
+      return std::string(method) + " request with a body (an upstream that does not read it takes it for a request)";
+  }
+  return {};
+}
+
 namespace {
 
 // Calls f on each item of a comma-separated header list (Connection, Upgrade), without the

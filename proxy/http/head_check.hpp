@@ -19,6 +19,12 @@ std::string check_raw_head(std::string_view raw);
 // other than exactly "chunked", missing or duplicate Host, ...).
 std::string check_request_fields(std::span<const policy::Header> fields);
 
+// GET, HEAD and TRACE with content (Content-Length above 0, or any Transfer-Encoding). RFC 9110
+// gives it no meaning (9.3.1, 9.3.2, 9.3.8), and an upstream that never reads it (Python's
+// http.server) takes it for its next request, one that no rule saw. fields: as for
+// check_request_fields(), which must have passed. Returns empty when acceptable, else the reason.
+std::string check_request_body(std::string_view method, std::span<const policy::Header> fields);
+
 // Whether the comma-separated list (Connection, Upgrade) holds `lower_token`, compared
 // case-insensitively after trimming spaces and tabs around each item.
 bool has_token(std::string_view list, std::string_view lower_token);

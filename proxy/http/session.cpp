@@ -372,6 +372,7 @@ class HttpSession {
     rq_->keep_alive = req.keep_alive();  // HTTP/1.1 without `close`, HTTP/1.0 with `keep-alive`
     rq_->http10 = req.version == 10;
     if (auto why = http::check_request_fields(req.fields); !why.empty()) co_return co_await refuse_framing(std::move(why));
+    if (auto why = http::check_request_body(req.method, req.fields); !why.empty()) co_return co_await refuse_framing(std::move(why));
     // Header names with '_' (headers_with_underscores): an upstream that reads X_Tenant as
     // X-Tenant would see a header no `headers:` rule looked at.
     auto underscored = [](const policy::Header& f) { return f.name.find('_') != std::string::npos; };

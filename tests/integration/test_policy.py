@@ -178,6 +178,14 @@ SMUGGLING = {
         b"GET  /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
     "absolute-form host differs from Host":
         b"GET http://evil.example/public/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    # An upstream that never reads a GET body (python3 -m http.server --protocol HTTP/1.1) takes
+    # it for its next request, which no rule saw (third red-team round).
+    "GET with a body":
+        b"GET /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 24\r\n\r\n"
+        b"GET /admin HTTP/1.1\r\nX: ",
+    "HEAD with a chunked body":
+        b"HEAD /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nabcde\r\n0\r\n\r\n",
 }
 
 
