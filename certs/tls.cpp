@@ -103,6 +103,23 @@ int select_alpn(SSL* ssl, const unsigned char** out, unsigned char* out_length, 
   return SSL_TLSEXT_ERR_NOACK;
 }
 
+// A client's own certificate must not be a CA's (SPIFFE X509-SVID 4.1 and 4.3: cA false, no
+// keyCertSign or cRLSign; go-spiffe refuses one). OpenSSL's clientAuth purpose check lets a
+// leaf with cA=TRUE through when its key usage allows signing, or when it has none.
+int refuse_ca_as_client(int preverify_ok, X509_STORE_CTX* store) {
+  if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) return preverify_ok;
+  X509* cert = X509_STORE_CTX_get_current_cert(store);
+  if (cert == nullptr) return preverify_ok;
+  const uint32_t flags = X509_get_extension_flags(cert);
+  const bool signs_certificates =
+      (flags & EXFLAG_KUSAGE) != 0 && (X509_get_key_usage(cert) & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)) != 0;
+  if ((flags & EXFLAG_CA) != 0 || signs_certificates) {
+    X509_STORE_CTX_set_error(store, X509_V_ERR_INVALID_PURPOSE);
+    return 0;
+  }
+  return preverify_ok;
+}
+
 // A key file with a passphrase must fail to load, not prompt on the terminal.
 int refuse_passphrase(char*, int, int, void*) { return 0; }
 
@@ -373,7 +390,7 @@ SslCtxPtr make_server_context(const BundleSpec& bundle, ClientCertMode mode, std
     }
     const int verify =
         mode == ClientCertMode::required ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER;
-    SSL_CTX_set_verify(raw, verify, nullptr);
+    SSL_CTX_set_verify(raw, verify, refuse_ca_as_client);
   } else {
     SSL_CTX_set_verify(raw, SSL_VERIFY_NONE, nullptr);
   }

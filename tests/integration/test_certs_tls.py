@@ -44,7 +44,8 @@ class DevPki:
                    "--ip", "127.0.0.1", "--server")
         return os.path.join(out_dir, f"{name}.crt"), os.path.join(out_dir, f"{name}.key")
 
-    def forge_client(self, name, expired=False, ekus=(ExtendedKeyUsageOID.CLIENT_AUTH,), lifetime=None):
+    def forge_client(self, name, expired=False, ekus=(ExtendedKeyUsageOID.CLIENT_AUTH,), lifetime=None, ca=False,
+                     key_usage=None):
         """A client certificate signed by this CA that `certs issue` would refuse to make."""
         with open(os.path.join(self.ca_dir, "ca.key"), "rb") as f:
             ca_key = serialization.load_pem_private_key(f.read(), None)
@@ -61,10 +62,12 @@ class DevPki:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=10))
             .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
-            .sign(ca_key, hashes.SHA256())
         )
+        if key_usage is not None:
+            cert = cert.add_extension(key_usage, critical=True)
+        cert = cert.sign(ca_key, hashes.SHA256())
         crt, keyp = os.path.join(self.clients, f"{name}.crt"), os.path.join(self.clients, f"{name}.key")
         with open(crt, "wb") as f:
             f.write(cert.public_bytes(serialization.Encoding.PEM))
@@ -251,6 +254,14 @@ def test_plain_tcp_and_refused_client_certificates(env):
     assert rc != 0, "an expired certificate was accepted"
     rc, _, _ = curl(*mtls(pki, pki.forge_client("server-only", ekus=[ExtendedKeyUsageOID.SERVER_AUTH])), url)
     assert rc != 0, "a certificate without clientAuth was accepted"
+    # A CA certificate is no client's, whatever its key usage allows (third red-team round).
+    rc, _, _ = curl(*mtls(pki, pki.forge_client("ca-as-client", ca=True)), url)
+    assert rc != 0, "a CA certificate (cA=TRUE) was accepted as a client's"
+    signs = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
+                          encipher_only=False, decipher_only=False)
+    rc, _, _ = curl(*mtls(pki, pki.forge_client("cert-signer", key_usage=signs)), url)
+    assert rc != 0, "a certificate with keyCertSign was accepted as a client's"
     assert up.requests == []
 
     rc, out, err = curl(*mtls(pki), "-w", "%{http_code}", "-o", "/dev/null", url)
