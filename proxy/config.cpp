@@ -358,7 +358,8 @@ void parse_listeners(Reader& r, const YAML::Node& node, Config& cfg) {
     if (n.IsMap() && n["name"] && n["name"].IsScalar()) what = "listener '" + n["name"].Scalar() + "'";
     if (!r.is_map(n, what)) continue;
     r.check_keys(n, {"name", "address", "tls", "client_certs", "plaintext", "protocol", "upstream",
-                     "policy", "authenticate", "forward_identity", "headers_with_underscores", "limits"},
+                     "policy", "authenticate", "forward_identity", "headers_with_underscores", "forwarded_headers",
+                     "limits"},
                  what);
     Listener l;
     l.loc = Reader::loc(n);
@@ -457,6 +458,14 @@ void parse_listeners(Reader& r, const YAML::Node& node, Config& cfg) {
         else r.error(n["headers_with_underscores"], what + ": headers_with_underscores must be drop, reject or allow");
         if (l.protocol == Protocol::tcp)
           r.error(n["headers_with_underscores"], what + ": a tcp listener reads no headers");
+      }
+    }
+    if (n["forwarded_headers"]) {
+      if (auto s = r.str(n["forwarded_headers"], what + " forwarded_headers")) {
+        if (*s == "replace") l.forwarded_headers = ForwardedHeaders::replace;
+        else if (*s == "append") l.forwarded_headers = ForwardedHeaders::append;
+        else r.error(n["forwarded_headers"], what + ": forwarded_headers must be replace or append");
+        if (l.protocol == Protocol::tcp) r.error(n["forwarded_headers"], what + ": a tcp listener forwards no headers");
       }
     }
     if (n["limits"]) parse_limits(r, n["limits"], l.limits, what + " limits");
@@ -881,6 +890,14 @@ const char* to_string(Underscores u) {
     case Underscores::drop: return "drop";
     case Underscores::reject: return "reject";
     case Underscores::allow: return "allow";
+  }
+  return "?";
+}
+
+const char* to_string(ForwardedHeaders f) {
+  switch (f) {
+    case ForwardedHeaders::replace: return "replace";
+    case ForwardedHeaders::append: return "append";
   }
   return "?";
 }

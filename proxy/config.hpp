@@ -73,10 +73,15 @@ enum class ForwardIdentity { xfcc, impersonate, remote_user, none };
 // A request header whose name has '_' (Envoy's headers_with_underscores_action): CGI/WSGI
 // environs and nginx's underscores_in_headers read X_Tenant as X-Tenant.
 enum class Underscores { drop, reject, allow };
+// The client's Forwarded / X-Forwarded-* / X-Real-IP: replaced by what Portcullis saw (the peer's
+// address, the listener's scheme), or kept with the peer's address appended to X-Forwarded-For
+// (a front proxy that is itself an authenticated peer).
+enum class ForwardedHeaders { replace, append };
 
 const char* to_string(Protocol p);
 const char* to_string(ForwardIdentity f);
 const char* to_string(Underscores u);
+const char* to_string(ForwardedHeaders f);
 
 struct Listener {
   std::string name;
@@ -90,6 +95,7 @@ struct Listener {
   std::vector<std::string> authenticate;  // client_cert, token_review
   ForwardIdentity forward_identity = ForwardIdentity::xfcc;
   Underscores headers_with_underscores = Underscores::drop;
+  ForwardedHeaders forwarded_headers = ForwardedHeaders::replace;
   Limits limits;
   Location loc;
 };

@@ -168,6 +168,7 @@ int explain(const ExplainArgs& a) {
   if (!has_host) headers.push_back({"host", target.authority.empty() ? "localhost" : target.authority});
   if (auto why = http::check_request_fields(headers); !why.empty()) return refused(why);
   if (auto why = http::check_request_body(a.method, headers); !why.empty()) return refused(why);
+  if (auto why = http::check_request_overrides(headers); !why.empty()) return refused(why);
   std::string host;
   for (const auto& h : headers)
     if (h.name == "host") host = host_without_port(h.value);

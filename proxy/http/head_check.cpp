@@ -188,6 +188,36 @@ std::string check_request_body(std::string_view method, std::span<const policy::
   return {};
 }
 
+bool same_field_name(std::string_view name, std::string_view lower_want) {
+  return name.size() == lower_want.size() &&
+         std::equal(lower_want.begin(), lower_want.end(), name.begin(),
+                    [](char w, char n) { return w == n || (w == '-' && n == '_'); });
+}
+
+std::string check_request_overrides(std::span<const policy::Header> fields) {
+  static constexpr std::string_view method_overrides[] = {"x-http-method-override", "x-http-method",
+                                                          "x-method-override"};
+  static constexpr std::string_view url_overrides[] = {"x-original-url", "x-rewrite-url"};
+  for (const auto& f : fields) {
+    for (auto name : method_overrides)
+      if (same_field_name(f.name, name))
+        return "header " + f.name + " asks the upstream to run another method than the rules checked; send " +
+               "that method itself";
+    for (auto name : url_overrides)
+      if (same_field_name(f.name, name))
+        return "header " + f.name + " asks the upstream to serve another path than the rules checked; send " +
+               "that path itself";
+  }
+  return {};
+}
+
+bool is_forwarded_field(std::string_view lower_name) {
+  static constexpr std::string_view names[] = {"forwarded",          "x-forwarded-for",  "x-forwarded-host",
+                                               "x-forwarded-proto",  "x-forwarded-port", "x-forwarded-prefix",
+                                               "x-real-ip"};
+  return std::ranges::any_of(names, [&](std::string_view n) { return same_field_name(lower_name, n); });
+}
+
 namespace {
 
 // Calls f on each item of a comma-separated header list (Connection, Upgrade), without the

@@ -25,6 +25,20 @@ std::string check_request_fields(std::span<const policy::Header> fields);
 // check_request_fields(), which must have passed. Returns empty when acceptable, else the reason.
 std::string check_request_body(std::string_view method, std::span<const policy::Header> fields);
 
+// Whether a lowercased field name is `lower_want`, reading '_' as '-' (CGI/WSGI environs and
+// nginx's underscores_in_headers see X_Forwarded_For as X-Forwarded-For).
+bool same_field_name(std::string_view name, std::string_view lower_want);
+
+// Fields that tell the upstream to run another method or serve another path than the request
+// line's (X-HTTP-Method-Override and its kin, honoured by Rails, Express and ASP.NET middleware;
+// X-Original-URL and X-Rewrite-URL, honoured by IIS and Symfony): the rules judged the request
+// line, so such a request is refused. fields: names lowercased. Returns empty, else the reason.
+std::string check_request_overrides(std::span<const policy::Header> fields);
+
+// The fields through which a proxy tells the upstream where a request came from: Forwarded
+// (RFC 7239), X-Forwarded-For, -Host, -Proto, -Port, -Prefix and X-Real-IP ('_' read as '-').
+bool is_forwarded_field(std::string_view lower_name);
+
 // Whether the comma-separated list (Connection, Upgrade) holds `lower_token`, compared
 // case-insensitively after trimming spaces and tabs around each item.
 bool has_token(std::string_view list, std::string_view lower_token);

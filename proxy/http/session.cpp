@@ -60,12 +60,9 @@ bool is_hop_by_hop(std::string_view name) {
 // spelling with '_' for '-' (X_Forwarded_Client_Cert is the same header to CGI/WSGI and to nginx
 // with underscores_in_headers), whatever headers_with_underscores says.
 bool is_identity_header(std::string_view name) {
-  auto is = [&](std::string_view want) {
-    return name.size() >= want.size() && std::equal(want.begin(), want.end(), name.begin(), [](char w, char n) {
-             return w == n || (w == '-' && n == '_');
-           });
-  };
-  return (is("x-forwarded-client-cert") && name.size() == 23) || is("x-remote-");
+  constexpr std::string_view remote = "x-remote-";
+  return http::same_field_name(name, "x-forwarded-client-cert") ||
+         (name.size() >= remote.size() && http::same_field_name(name.substr(0, remote.size()), remote));
 }
 
 // RFC 9110 9.2.2.
@@ -384,6 +381,8 @@ class HttpSession {
       }
       std::erase_if(req.fields, underscored);
     }
+    if (auto why = http::check_request_overrides(req.fields); !why.empty())
+      co_return co_await refuse(400, "bad_request", std::move(why));
     auto target = policy::normalize_target(req.method, req.target);
     if (!target.ok) co_return co_await refuse(400, "bad_request", "request target refused: " + target.error);
     rq_->path = target.path;
@@ -481,6 +480,9 @@ class HttpSession {
     out += " HTTP/1.1\r\n";
     bool expect_continue = false;
     bool saw_host = false;
+    bool saw_proto = false;
+    const bool keep_forwarded = lrt_->cfg.forwarded_headers == config::ForwardedHeaders::append;
+    std::string forwarded_for;  // the client's X-Forwarded-For values, when kept
     for (const auto& f : req.fields) {
       if (is_hop_by_hop(f.name) || is_identity_header(f.name)) continue;
       if (kube && kube->drops_header(f.name)) continue;
@@ -488,10 +490,26 @@ class HttpSession {
         expect_continue = lower(f.value) == "100-continue";
         continue;
       }
+      if (http::is_forwarded_field(f.name)) {
+        if (!keep_forwarded) continue;  // replaced by what we saw, below
+        if (f.name == "x-forwarded-for") {
+          if (!forwarded_for.empty()) forwarded_for += ", ";
+          forwarded_for += f.value;
+          continue;
+        }
+        if (f.name == "x-forwarded-proto") saw_proto = true;
+      }
       if (f.name == "host") saw_host = true;
       append_field(out, f.name, f.value);
     }
     if (!saw_host) append_field(out, "host", host);  // HTTP/1.0 without Host
+    // Where the request came from, as this proxy saw it (forwarded_headers).
+    if (!source_ip_.empty()) {
+      if (!forwarded_for.empty()) forwarded_for += ", ";
+      forwarded_for += source_ip_;
+    }
+    if (!forwarded_for.empty()) append_field(out, "x-forwarded-for", forwarded_for);
+    if (!saw_proto) append_field(out, "x-forwarded-proto", lrt_->server_ctx ? "https" : "http");
     if (peer_ && lrt_->cfg.forward_identity == config::ForwardIdentity::xfcc)
     {
       if (side().xfcc.empty()) side().xfcc = xfcc_value(*peer_);  // the peer is fixed for the connection

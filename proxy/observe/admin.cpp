@@ -153,6 +153,7 @@ std::string config_to_json(const config::Config& c) {
                    {"policy", l.policy},
                    {"forward_identity", config::to_string(l.forward_identity)},
                    {"headers_with_underscores", config::to_string(l.headers_with_underscores)},
+                   {"forwarded_headers", config::to_string(l.forwarded_headers)},
                    {"authenticate", strings(l.authenticate)}};
     if (!l.tls.empty()) {
       j["tls"] = l.tls;

@@ -120,6 +120,65 @@ def test_identity_header_is_ours_not_the_clients(env):
     p.stop()
 
 
+FORGED_ORIGIN = ["-H", "X-Forwarded-For: 203.0.113.9", "-H", "X-Forwarded-For: 198.51.100.1",
+                 "-H", "X-Real-IP: 203.0.113.9", "-H", "Forwarded: for=203.0.113.9;host=admin.internal",
+                 "-H", "X-Forwarded-Host: admin.internal", "-H", "X-Forwarded-Proto: http",
+                 "-H", "X-Forwarded-Port: 80", "-H", "X-Forwarded-Prefix: /admin"]
+
+
+def test_where_a_request_came_from_is_what_the_proxy_saw_not_what_the_client_claims(env):
+    """Third red-team round: a client's X-Forwarded-For, X-Real-IP, Forwarded and X-Forwarded-Host
+    reached the app as sent, so an app that trusts its sidecar took the client's claimed address,
+    host or scheme (an IP allowlist, a rate limit, an audit line, a host the rules never saw).
+    By default they are replaced by what the proxy saw: X-Forwarded-For is the peer's address,
+    X-Forwarded-Proto the listener's scheme. forwarded_headers: append keeps the client's (a front
+    proxy that is itself a peer) and appends the peer's address."""
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address), d)
+    rc, out, err = curl(*curl_mtls(pki), *FORGED_ORIGIN, f"https://localhost:{p.port('inbound')}/x")
+    assert rc == 0, err
+    got = up.requests[-1]["header_list"]
+    forwarded = [(k, v) for k, v in got if k.startswith("x-forwarded-") and k != "x-forwarded-client-cert"
+                 or k in ("x-real-ip", "forwarded")]
+    assert sorted(forwarded) == [("x-forwarded-for", "127.0.0.1"), ("x-forwarded-proto", "https")], got
+    p.stop()
+
+    p = Proxy(http_config(pki, up.address).replace("    policy: inbound\n", "    policy: inbound\n"
+                                                    "    forwarded_headers: append\n", 1), d)
+    rc, out, err = curl(*curl_mtls(pki), *FORGED_ORIGIN, f"https://localhost:{p.port('inbound')}/x")
+    assert rc == 0, err
+    got = up.requests[-1]["header_list"]
+    assert [v for k, v in got if k == "x-forwarded-for"] == ["203.0.113.9, 198.51.100.1, 127.0.0.1"], got
+    assert [v for k, v in got if k == "x-forwarded-proto"] == ["http"], got  # the front proxy's word
+    assert [v for k, v in got if k == "x-forwarded-host"] == ["admin.internal"], got
+    assert [v for k, v in got if k == "x-real-ip"] == ["203.0.113.9"], got
+    p.stop()
+
+
+@pytest.mark.parametrize("header", ["X-HTTP-Method-Override: DELETE", "X-HTTP-Method: DELETE",
+                                    "X-Method-Override: DELETE", "X-Original-URL: /admin/users",
+                                    "X-Rewrite-URL: /admin/users", "X_HTTP_Method_Override: DELETE"])
+def test_a_header_that_overrides_the_method_or_path_is_refused(env, header):
+    """Third red-team round: Rails/Rack, Express and ASP.NET middleware run the method in
+    X-HTTP-Method-Override and its kin, IIS and Symfony serve the path in X-Original-URL: a
+    `methods:` or `paths:` rule judged another request than the app ran. Such a request is
+    refused with 400 and reaches no upstream, in the '_' spelling too when headers_with_underscores
+    lets those through."""
+    d, pki, up = env
+    p = Proxy(http_config(pki, up.address).replace("    policy: inbound\n", "    policy: inbound\n"
+                                                    "    headers_with_underscores: allow\n", 1), d)
+    rc, out, err = curl(*curl_mtls(pki), "-H", header, "-X", "POST", "--data", "x",
+                        f"https://localhost:{p.port('inbound')}/public/x")
+    assert rc == 0, err
+    assert out.startswith(b"{") and b"asks the upstream to" in out, out
+    assert b"another method" in out if "URL" not in header else b"another path" in out, out
+    assert up.requests == []
+    def logged():
+        return [r["http.response.status_code"] for r in p.access_log() if "asks the upstream to" in r.get("reason", "")]
+    assert wait_until(lambda: logged() == [400], 5), p.access_log()
+    p.stop()
+
+
 def test_chunked_upload_and_download_of_50_mb(env):
     d, pki, up = env
     p = Proxy(http_config(pki, up.address), d)

@@ -29,6 +29,12 @@ std::string base(const std::string& listeners = "", const std::string& extra = "
 )" + extra;
 }
 
+// base() with one listener 'inbound' of `protocol` whose last lines are `extra` (from line 9).
+std::string listener(const std::string& extra, const std::string& protocol = "http") {
+  return base("listeners:\n  - name: inbound\n    address: 127.0.0.1:15006\n    upstream: app\n    policy: inbound\n"
+              "    protocol: " + protocol + "\n" + extra);
+}
+
 // The diagnostics of a config that must fail, joined.
 std::string errors_of(const std::string& text) {
   try {
@@ -243,16 +249,23 @@ TEST_CASE("relative file paths are relative to the config file") {
 }
 
 TEST_CASE("headers_with_underscores takes drop, reject or allow, and not on tcp listeners") {
-  auto listener = [](const std::string& extra, const std::string& protocol = "http") {
-    return base("listeners:\n  - name: inbound\n    address: 127.0.0.1:15006\n    upstream: app\n    policy: inbound\n"
-                "    protocol: " + protocol + "\n" + extra);
-  };
   CHECK(load_string(listener("    headers_with_underscores: reject\n"), "test.yaml").listeners[0].headers_with_underscores ==
         portcullis::config::Underscores::reject);
   CHECK_THAT(errors_of(listener("    headers_with_underscores: strip\n")),
              Catch::Contains("test.yaml:9:31: listener 'inbound': headers_with_underscores must be drop, reject or allow"));
   CHECK_THAT(errors_of(listener("    headers_with_underscores: allow\n", "tcp")),
              Catch::Contains("a tcp listener reads no headers"));
+}
+
+TEST_CASE("forwarded_headers takes replace (the default) or append, and not on tcp listeners") {
+  CHECK(load_string(listener(""), "test.yaml").listeners[0].forwarded_headers ==
+        portcullis::config::ForwardedHeaders::replace);
+  CHECK(load_string(listener("    forwarded_headers: append\n"), "test.yaml").listeners[0].forwarded_headers ==
+        portcullis::config::ForwardedHeaders::append);
+  CHECK_THAT(errors_of(listener("    forwarded_headers: keep\n")),
+             Catch::Contains("test.yaml:9:24: listener 'inbound': forwarded_headers must be replace or append"));
+  CHECK_THAT(errors_of(listener("    forwarded_headers: append\n", "tcp")),
+             Catch::Contains("a tcp listener forwards no headers"));
 }
 
 TEST_CASE("a kubernetes listener must name the client to the apiserver") {

@@ -7,6 +7,9 @@
 using portcullis::http::check_raw_head;
 using portcullis::http::check_request_body;
 using portcullis::http::check_request_fields;
+using portcullis::http::check_request_overrides;
+using portcullis::http::is_forwarded_field;
+using portcullis::http::same_field_name;
 using portcullis::http::check_switch;
 using portcullis::policy::Header;
 
@@ -125,6 +128,32 @@ TEST_CASE("body: GET, HEAD and TRACE carry none, other methods may") {
   CHECK(check_request_body("POST", std::vector<Header>{{"host", "a"}, {"content-length", "5"}}).empty());
   CHECK(check_request_body("DELETE", std::vector<Header>{{"host", "a"}, {"content-length", "5"}}).empty());  // kubectl
   CHECK(check_request_body("get", std::vector<Header>{{"host", "a"}, {"content-length", "5"}}).empty());  // not GET
+}
+
+TEST_CASE("overrides: a header that names another method or path than the request line is refused") {
+  auto overrides = [](std::string name) {
+    return check_request_overrides(std::vector<Header>{{"host", "a"}, {std::move(name), "DELETE"}});
+  };
+  for (const char* name : {"x-http-method-override", "x-http-method", "x-method-override", "x_http_method_override",
+                           "x-http_method"})
+    CHECK(overrides(name) == "header " + std::string(name) +
+                                 " asks the upstream to run another method than the rules checked; send that method itself");
+  for (const char* name : {"x-original-url", "x-rewrite-url", "x_original_url"})
+    CHECK(overrides(name) == "header " + std::string(name) +
+                                 " asks the upstream to serve another path than the rules checked; send that path itself");
+  for (const char* name : {"x-http-method-overrides", "x-method", "x-original-uri", "method", "x-rewrite"})
+    CHECK(overrides(name).empty());
+}
+
+TEST_CASE("forwarded fields: Forwarded, X-Forwarded-* (not the client certificate's) and X-Real-IP") {
+  for (const char* name : {"forwarded", "x-forwarded-for", "x_forwarded_for", "x-forwarded-host", "x-forwarded-proto",
+                           "x-forwarded-port", "x-forwarded-prefix", "x-real-ip", "x_real_ip"})
+    CHECK(is_forwarded_field(name));
+  for (const char* name : {"x-forwarded-client-cert", "x-forwarded", "forwarded-for", "x-real-ip2", "x-forwarded-fo"})
+    CHECK_FALSE(is_forwarded_field(name));
+  CHECK(same_field_name("x_remote_user", "x-remote-user"));
+  CHECK_FALSE(same_field_name("x-remote_user", "x_remote_user"));  // '_' in the wanted name is literal
+  CHECK_FALSE(same_field_name("x-remote-users", "x-remote-user"));
 }
 
 TEST_CASE("a 101 is a switch only to a protocol the client offered, with websocket's accept") {
