@@ -188,7 +188,9 @@ int explain(const ExplainArgs& a) {
   policy::KubeAttributes kube;
   policy::DockerAttributes docker;
   if (listener.protocol == config::Protocol::kubernetes) {
-    kube = policy::resolve_kube(a.method, target.path, target.query);
+    const std::string* content_type = policy::find_header(headers, "content-type");
+    kube = policy::resolve_kube(a.method, target.path, target.query,
+                                content_type ? std::string_view(*content_type) : std::string_view());
     request.kube = &kube;
     std::cout << "kubernetes " << (kube.error.empty() ? policy::describe(kube) : "unresolvable: " + kube.error) << "\n";
   } else if (listener.protocol == config::Protocol::docker) {

@@ -214,7 +214,9 @@ net::awaitable<std::optional<KubeGateway::Refusal>> KubeGateway::prepare(const L
                                                                          std::string_view query,
                                                                          std::span<const policy::Header> fields) {
   forward_ = listener.cfg.forward_identity;
-  attrs_ = policy::resolve_kube(method, path, query);
+  const std::string* content_type = policy::find_header(fields, "content-type");  // the first, as Go's Header.Get
+  attrs_ =
+      policy::resolve_kube(method, path, query, content_type ? std::string_view(*content_type) : std::string_view());
   resource_ = policy::kube_resource_string(attrs_);
   identity_ = nullptr;
   token_identity_.reset();

@@ -562,11 +562,19 @@ void fail(std::vector<std::string>* failed, std::string why) {
   if (failed) failed->push_back(std::move(why));
 }
 
+// The apiserver cuts the first Content-Type at ';' and compares it exactly with
+// application/apply-patch+yaml (or +cbor); every spelling that could be one counts here.
+bool is_apply_patch_type(sv content_type) {
+  while (!content_type.empty() && (content_type.front() == ' ' || content_type.front() == '\t'))
+    content_type.remove_prefix(1);
+  return ascii_lower(content_type.substr(0, 23)) == "application/apply-patch";
+}
+
 }  // namespace
 
 // --- resolve_kube --------------------------------------------------------------------------
 
-KubeAttributes resolve_kube(sv method, sv path, sv raw_query) {
+KubeAttributes resolve_kube(sv method, sv path, sv raw_query, sv content_type) {
   KubeAttributes a;
   a.path = std::string(path);
   a.verb = ascii_lower(method);  // non-resource requests: the method, lowercased
@@ -632,6 +640,7 @@ KubeAttributes resolve_kube(sv method, sv path, sv raw_query) {
     if (o.name && is_valid_path_segment_name(*o.name)) a.name = std::move(*o.name);
   }
   if (a.name.empty() && a.verb == "delete") a.verb = "deletecollection";
+  a.apply_patch = a.verb == "patch" && is_apply_patch_type(content_type);
 
   if (!verb_from_path && (a.verb == "list" || a.verb == "watch" || a.verb == "deletecollection")) {
     QueryValues q = parse_query(raw_query);
@@ -650,7 +659,9 @@ bool is_kube_streaming_subresource(const KubeAttributes& a) {
 }
 
 bool kube_requires_create(const KubeAttributes& a) {
-  return a.is_resource_request && a.api_group.empty() && a.resource == "pods" &&
+  if (!a.is_resource_request) return false;
+  if (a.apply_patch) return true;
+  return a.api_group.empty() && a.resource == "pods" &&
          (a.subresource == "exec" || a.subresource == "attach" || a.subresource == "portforward");
 }
 
@@ -688,7 +699,9 @@ bool match_kube(const KubeSpec& spec, const KubeAttributes& a, std::vector<std::
     fail(failed, "verb " + (a.verb.empty() ? std::string("(none)") : a.verb) + " not in " + join(spec.verbs));
     ok = false;
   } else if (kube_requires_create(a) && a.verb != "create" && !verb_granted(spec.verbs, "create")) {
-    fail(failed, "verb create not in " + join(spec.verbs) + " (pods/" + a.subresource + " requires create)");
+    const std::string why =
+        a.apply_patch ? "a server-side apply creates a missing object" : "pods/" + a.subresource + " requires create";
+    fail(failed, "verb create not in " + join(spec.verbs) + " (" + why + ")");
     ok = false;
   }
   if (!spec.resources.empty()) {

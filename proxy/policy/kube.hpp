@@ -36,21 +36,29 @@ struct KubeAttributes {
   // Raw selectors, set (as the apiserver does with AuthorizeWithSelectors) for list, watch and
   // deletecollection reached by method, not by the deprecated /watch/ path verb.
   std::string field_selector, label_selector;
+  // A server-side apply (PATCH with Content-Type application/apply-patch+yaml or +cbor): the
+  // apiserver creates the object when it does not exist, after authorizing `create` on it too
+  // (handlers/patch.go: forceAllowCreate, withAuthorization).
+  bool apply_patch = false;
   // Non-empty when the apiserver could not resolve the request (it answers 500, e.g.
   // "/api/v1/watch" with nothing after the path verb). Such a request matches no rule.
   std::string error;
 };
 
-// path: normalised (dot segments removed, duplicate slashes merged); raw_query: without '?'.
-KubeAttributes resolve_kube(std::string_view method, std::string_view path, std::string_view raw_query);
+// path: normalised (dot segments removed, duplicate slashes merged); raw_query: without '?';
+// content_type: the request's first Content-Type value, if any (it tells a server-side apply).
+KubeAttributes resolve_kube(std::string_view method, std::string_view path, std::string_view raw_query,
+                            std::string_view content_type = {});
 
 // pods/exec, pods/attach, pods/portforward, and the proxy subresources of pods, services and
 // nodes: requests that upgrade to a raw bidirectional stream (or tunnel to a workload).
 bool is_kube_streaming_subresource(const KubeAttributes& a);
 
 // Since Kubernetes 1.35 the apiserver requires `create` on pods/exec, pods/attach and
-// pods/portforward for the WebSocket (GET) upgrade too. True when `a` is such a request; the
-// matcher then also requires that the rule grant `create` on it (match_kube does this).
+// pods/portforward for the WebSocket (GET) upgrade too; and a server-side apply creates a missing
+// object once the apiserver's own authorizer allows `create`, which a rule granting only `patch`
+// never did. True when `a` is such a request; the matcher then also requires that the rule grant
+// `create` on it (match_kube does this).
 bool kube_requires_create(const KubeAttributes& a);
 
 // Does one `kubernetes:` rule allow this request? `failed` (when non-null) receives each failed

@@ -9,7 +9,8 @@ accepts both the WebSocket (v5.channel.k8s.io) and the SPDY/3.1 (v4.channel.k8s.
 the client certificate it was sent with, so tests can assert what reached the apiserver.
 
 It is not an apiserver: no storage, no authorization, only what kubectl 1.32 needs for
-`get pods`, `get pods --watch`, `exec` and bearer-token logins.
+`get pods`, `get pods --watch`, `exec` and bearer-token logins (and a PATCH that answers as a
+patch or a creating server-side apply would).
 """
 import base64
 import hashlib
@@ -249,6 +250,17 @@ class StandInApiserver:
                     review["status"] = status
                     return self.send_json(review, 201)
                 self.status(404, "NotFound", f"the stand-in serves no POST {u.path}")
+
+            def do_PATCH(self):
+                # Answers as the apiserver does to a patch of a configmap that exists (200), or to a
+                # server-side apply that creates it (201).
+                n = int(self.headers.get("Content-Length", "0") or 0)
+                body = self.rfile.read(n) if n else b""
+                self.record(body)
+                name = urlsplit(self.path).path.rsplit("/", 1)[-1]
+                created = self.headers.get("Content-Type", "").startswith("application/apply-patch")
+                self.send_json({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": name}},
+                               201 if created else 200)
 
             def do_DELETE(self):
                 self.record()

@@ -61,6 +61,12 @@ policies:
       - name: ops-execs-in-prod
         from: {{ groups: [ops] }}
         kubernetes: {{ verbs: [get, list, create], resources: [pods, pods/exec], namespaces: [prod] }}
+      - name: patches-configmaps
+        from: {{ groups: [patcher] }}
+        kubernetes: {{ verbs: [get, patch], resources: [configmaps], namespaces: [prod] }}
+      - name: applies-configmaps
+        from: {{ groups: [applier] }}
+        kubernetes: {{ verbs: [get, patch, create], resources: [configmaps], namespaces: [prod] }}
 """
 
 
@@ -427,3 +433,34 @@ def test_example_apiserver_config_checks_and_plans():
     ex = subprocess.run([BIN, "explain", "-c", cfg, "--user", "someone", "GET", "/apis/apps/v1"],
                         capture_output=True, text=True)
     assert "allow" in ex.stdout and "discovery" in ex.stdout, ex.stdout + ex.stderr
+
+
+def test_server_side_apply_needs_create(env):
+    """A server-side apply creates the object when it does not exist: the apiserver then authorizes
+    `create` itself (handlers/patch.go), which a rule granting only patch never allowed. Such a
+    PATCH needs create too; other patch types (which never create) need patch alone."""
+    pki, port, api = env["pki"], env["proxy"].port("kube"), env["api"]
+    url = f"https://127.0.0.1:{port}/api/v1/namespaces/prod/configmaps/new-cm?fieldManager=kubectl"
+    body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "new-cm"}, "data": {"a": "b"}})
+    before = len(api.seen("PATCH"))
+
+    def patch(client, orgs, content_type):
+        crt, key = pki.client(client, orgs=orgs)
+        rc, out, err = curl("--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, "-X", "PATCH",
+                            "-H", f"Content-Type: {content_type}", "--data-binary", body, "-w", "%{http_code}", url)
+        return out
+
+    for content_type in ("application/apply-patch+yaml", "application/apply-patch+yaml; charset=utf-8"):
+        out = patch("pat", ["patcher"], content_type)
+        assert out.endswith(b"403") and b'"reason":"Forbidden"' in out, out
+        assert b"a server-side apply creates a missing object" in out, out
+    assert len(api.seen("PATCH")) == before, "an apply without create reached the apiserver"
+    out = patch("pat", ["patcher"], "application/merge-patch+json")
+    assert out.endswith(b"200"), out
+    out = patch("appl", ["applier"], "application/apply-patch+yaml")
+    assert out.endswith(b"201"), out
+    types = [headers_of(r, "content-type") for r in api.seen("PATCH")[before:]]
+    assert types == [["application/merge-patch+json"], ["application/apply-patch+yaml"]], types
+    log = log_lines(env, lambda l: l.get("url.path") == "/api/v1/namespaces/prod/configmaps/new-cm" and
+                    l.get("event.outcome") == "deny")
+    assert log and log[-1]["kubernetes.verb"] == "patch" and log[-1]["client.identity.user"] == "pat"

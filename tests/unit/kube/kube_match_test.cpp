@@ -142,6 +142,38 @@ TEST_CASE("exec, attach and portforward also need create", "[kube][match]") {
   CHECK_FALSE(is_kube_streaming_subresource(req("GET", "/api/v1/namespaces/p/pods/x/log")));
 }
 
+TEST_CASE("a server-side apply also needs create: the apiserver creates a missing object", "[kube][match]") {
+  // handlers/patch.go: an apply patch sets forceAllowCreate and authorizes `create` itself when
+  // the object does not exist; a rule that grants patch but not create must not let it through.
+  KubeSpec s;
+  s.resources = {"configmaps"};
+  s.namespaces = {"dev"};
+  s.verbs = {"get", "patch"};
+  const char* path = "/api/v1/namespaces/dev/configmaps/new";
+  const KubeAttributes apply = resolve_kube("PATCH", path, "fieldManager=kubectl", "application/apply-patch+yaml");
+  CHECK(apply.verb == "patch");
+  CHECK(apply.apply_patch);
+  CHECK(kube_requires_create(apply));
+  CHECK(why(s, apply) == std::vector<std::string>{"verb create not in [get, patch] (a server-side apply creates a "
+                                                  "missing object)"});
+  // The apiserver reads the type up to ';'; CBOR apply too; any spelling that might be one.
+  CHECK_FALSE(matches(s, resolve_kube("PATCH", path, "", "application/apply-patch+yaml; charset=utf-8")));
+  CHECK_FALSE(matches(s, resolve_kube("PATCH", path, "", "application/apply-patch+cbor")));
+  CHECK_FALSE(matches(s, resolve_kube("PATCH", path, "", " Application/Apply-Patch+YAML")));
+  // Other patch types never create: patch is enough.
+  CHECK(matches(s, resolve_kube("PATCH", path, "", "application/merge-patch+json")));
+  CHECK(matches(s, resolve_kube("PATCH", path, "", "application/strategic-merge-patch+json")));
+  CHECK(matches(s, resolve_kube("PATCH", path, "", "application/json-patch+json")));
+  CHECK(matches(s, resolve_kube("PATCH", path, "")));
+  // Only a patch is an apply: the content type of a get or a create changes nothing.
+  CHECK_FALSE(resolve_kube("GET", path, "", "application/apply-patch+yaml").apply_patch);
+  CHECK_FALSE(resolve_kube("PUT", path, "", "application/apply-patch+yaml").apply_patch);
+  s.verbs = {"patch", "create"};
+  CHECK(matches(s, apply));
+  s.verbs = {"*"};
+  CHECK(matches(s, apply));
+}
+
 TEST_CASE("namespaces: empty is any, cluster scope needs \"\"", "[kube][match]") {
   KubeSpec s;
   s.resources = {"*"};
