@@ -7,8 +7,10 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 
 #include "proxy/http/parser.hpp"
@@ -53,15 +55,17 @@ class TokenCache {
     }
     return &it->second.review;
   }
-  void put(const std::string& key, Review r) {
+  // not_after: when the token itself expires, if it says so (an allow is never reused past it).
+  void put(const std::string& key, Review r, std::optional<clock::time_point> not_after) {
     auto now = clock::now();
     if (entries_.size() >= cache_capacity) {
       std::erase_if(entries_, [&](const auto& e) { return e.second.expires <= now; });
       // Still full of live entries (many distinct tokens): start over rather than grow.
       if (entries_.size() >= cache_capacity) entries_.clear();
     }
-    auto ttl = r.authenticated ? clock::duration(allow_ttl) : clock::duration(deny_ttl);
-    entries_[key] = CachedReview{std::move(r), now + ttl};
+    auto expires = now + (r.authenticated ? clock::duration(allow_ttl) : clock::duration(deny_ttl));
+    if (r.authenticated && not_after) expires = std::min(expires, *not_after);
+    entries_[key] = CachedReview{std::move(r), expires};
   }
 
  private:
@@ -69,6 +73,44 @@ class TokenCache {
 };
 
 thread_local TokenCache token_cache;
+
+// When a JWT (a ServiceAccount or OIDC token) expires, from its `exp` claim, on the steady clock.
+// Read without checking the signature: it can only shorten how long an allow is reused, and the
+// apiserver refuses an expired token at once. Empty for a token that is not such a JWT.
+std::optional<clock::time_point> jwt_expiry(std::string_view token) {
+  const std::size_t dot1 = token.find('.');
+  const std::size_t dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos) return std::nullopt;
+  std::string b64(token.substr(dot1 + 1, dot2 - dot1 - 1));  // base64url, unpadded
+  if (b64.empty() || b64.size() > 16384 || b64.size() % 4 == 1) return std::nullopt;
+  for (char& c : b64) {
+    if (c == '-')
+      c = '+';
+    else if (c == '_')
+      c = '/';
+    else if (!std::isalnum(static_cast<unsigned char>(c)))
+      return std::nullopt;
+  }
+  const std::size_t padding = (4 - b64.size() % 4) % 4;
+  b64.append(padding, '=');
+  std::string json_text(b64.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(json_text.data()),
+                                reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
+  if (n < 0 || static_cast<std::size_t>(n) < padding) return std::nullopt;
+  json_text.resize(static_cast<std::size_t>(n) - padding);
+  boost::system::error_code ec;
+  json::value claims = json::parse(json_text, ec);
+  if (ec || !claims.is_object()) return std::nullopt;
+  const json::value* exp = claims.as_object().if_contains("exp");
+  if (!exp || !exp->is_number()) return std::nullopt;
+  const double seconds = exp->to_number<double>(ec);
+  if (ec) return std::nullopt;
+  const double left =
+      seconds - std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  if (left <= 0) return clock::now();
+  if (left > 86400.0 * 365) return std::nullopt;  // far beyond allow_ttl anyway
+  return clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(left));
+}
 
 std::string sha256_hex(std::string_view s) {
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -247,7 +289,7 @@ net::awaitable<std::optional<KubeGateway::Refusal>> KubeGateway::prepare(const L
       if (!cached) {
         std::string error = co_await token_review(listener, token, fresh);
         if (!error.empty()) co_return Refusal{503, "token_review_failed", "bearer token not checked: " + error};
-        token_cache.put(key, fresh);
+        token_cache.put(key, fresh, jwt_expiry(token));
         cached = &fresh;
       }
       if (!cached->authenticated) {

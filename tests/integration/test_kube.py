@@ -464,3 +464,37 @@ def test_server_side_apply_needs_create(env):
     log = log_lines(env, lambda l: l.get("url.path") == "/api/v1/namespaces/prod/configmaps/new-cm" and
                     l.get("event.outcome") == "deny")
     assert log and log[-1]["kubernetes.verb"] == "patch" and log[-1]["client.identity.user"] == "pat"
+
+
+def test_cached_token_review_ends_when_the_token_expires(env):
+    """An allowed TokenReview is reused for up to 5 minutes, but never past the token's own `exp`:
+    the apiserver refuses an expired token at once, so the proxy must not keep naming its user."""
+    import base64
+    import socket
+    import ssl
+    from harness import read_response
+    pki, port, api = env["pki"], env["proxy"].port("kube"), env["api"]
+
+    def b64(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    exp = int(time.time()) + 2
+    token = f"{b64({'alg': 'RS256'})}.{b64({'sub': 'system:serviceaccount:prod:shortlived', 'exp': exp})}.sig"
+    api.tokens[token] = ("carol", ["dev"])
+    get = (f"GET /api/v1/namespaces/prod/pods HTTP/1.1\r\nHost: localhost\r\n"
+           f"Authorization: Bearer {token}\r\n\r\n").encode()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(pki.ca.ca_path)
+    # One kept-alive connection: both requests reach the same worker, hence the same cache.
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost") as s:
+        s.sendall(get)
+        head, body, buf = read_response(s)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        # The token expires; the apiserver now refuses it (the stand-in forgets it).
+        del api.tokens[token]
+        time.sleep(max(0.0, exp + 1 - time.time()))
+        reviews = len(api.seen("POST", "/apis/authentication.k8s.io/v1/tokenreviews"))
+        s.sendall(get)
+        head, body, buf = read_response(s, buf)
+    assert head is not None and head.startswith(b"HTTP/1.1 401"), (head, body)
+    assert len(api.seen("POST", "/apis/authentication.k8s.io/v1/tokenreviews")) == reviews + 1
