@@ -723,9 +723,19 @@ bool match_kube(const KubeSpec& spec, const KubeAttributes& a, std::vector<std::
       ok = false;
     }
   }
-  if (!spec.names.empty() && !contains(spec.names, a.name)) {
-    fail(failed, (a.name.empty() ? std::string("no name") : "name " + a.name) + " not in " + join(spec.names));
-    ok = false;
+  if (!spec.names.empty()) {
+    // A create names its object in the body. RequestInfo takes a name from the URL of a POST
+    // too (/apis/G/V/namespaces/NS/widgets/mine), and a custom resource's handler serves that as
+    // a create whose object is named by the body alone (handlers/create.go): such a name is not
+    // the object's. A subresource's create (pods/x/eviction, serviceaccounts/x/token, pods/x/exec)
+    // does act on the object in the URL.
+    if (a.verb == "create" && a.subresource.empty() && !a.name.empty()) {
+      fail(failed, "name " + a.name + " is not the object's (a create takes its name from the body)");
+      ok = false;
+    } else if (!contains(spec.names, a.name)) {
+      fail(failed, (a.name.empty() ? std::string("no name") : "name " + a.name) + " not in " + join(spec.names));
+      ok = false;
+    }
   }
   return ok;
 }

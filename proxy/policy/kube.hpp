@@ -72,7 +72,9 @@ bool kube_requires_create(const KubeAttributes& a);
 //              listed, and a cluster-scoped request (no namespace) needs "" in the list; `*` =
 //              any namespace but not the cluster scope.
 //   names      empty = any; otherwise the request must name one of them (so list/create, which
-//              carry no name, do not match, as with RBAC resourceNames).
+//              carry no name, do not match, as with RBAC resourceNames). A create of a resource
+//              never matches, even with a name in its URL: the apiserver creates the body's name.
+//              A subresource's create (pods/x/eviction) acts on the named object and does.
 //   non_resource_urls  `*` = one segment, `**` as the last segment = any depth (zero or more),
 //              a last segment ending in `*` (e.g. `/healthz*`) = a prefix, as in RBAC.
 // A rule with non_resource_urls matches only non-resource requests; any other rule only

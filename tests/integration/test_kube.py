@@ -67,6 +67,9 @@ policies:
       - name: applies-configmaps
         from: {{ groups: [applier] }}
         kubernetes: {{ verbs: [get, patch, create], resources: [configmaps], namespaces: [prod] }}
+      - name: creates-one-widget
+        from: {{ groups: [widgeteer] }}
+        kubernetes: {{ verbs: [get, create], resources: [widgets.example.com], namespaces: [prod], names: [mine] }}
 """
 
 
@@ -498,3 +501,22 @@ def test_cached_token_review_ends_when_the_token_expires(env):
         head, body, buf = read_response(s, buf)
     assert head is not None and head.startswith(b"HTTP/1.1 401"), (head, body)
     assert len(api.seen("POST", "/apis/authentication.k8s.io/v1/tokenreviews")) == reviews + 1
+
+
+def test_a_create_names_its_object_in_the_body_not_the_url(env):
+    """POST /apis/G/V/namespaces/NS/widgets/mine resolves (RequestInfo) to create widgets "mine", but
+    a custom resource's handler serves it as a create of whatever name the body gives (handlers/
+    create.go ignores the URL's name): a `names` rule never admits a create, as documented."""
+    pki, port, api = env["pki"], env["proxy"].port("kube"), env["api"]
+    path = "/apis/example.com/v1/namespaces/prod/widgets/mine"
+    body = json.dumps({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "someone-elses"}})
+    crt, key = pki.client("wendy", orgs=["widgeteer"])
+    base = ["--cacert", pki.ca.ca_path, "--cert", crt, "--key", key, "-w", "%{http_code}"]
+    rc, out, err = curl(*base, "-X", "POST", "-H", "Content-Type: application/json", "--data-binary", body,
+                        f"https://127.0.0.1:{port}{path}")
+    assert out.endswith(b"403") and b'"reason":"Forbidden"' in out, out
+    assert b"a create takes its name from the body" in out, out
+    assert not api.seen("POST", path), "the create reached the apiserver"
+    # The named object itself is still readable under the rule.
+    rc, out, err = curl(*base, f"https://127.0.0.1:{port}{path}")
+    assert api.seen("GET", path), out

@@ -202,6 +202,27 @@ TEST_CASE("names: empty is any, else the request must name one", "[kube][match]"
   CHECK_FALSE(matches(s, req("GET", "/api/v1/namespaces/p/configmaps/other")));
 }
 
+TEST_CASE("names: a create's name in the URL is not the object's", "[kube][match]") {
+  // RequestInfo names a POST to /.../widgets/mine "mine", but a custom resource's handler creates
+  // the object the body names (handlers/create.go ignores the URL's name).
+  KubeSpec s;
+  s.verbs = {"create", "get"};
+  s.resources = {"widgets.example.com", "pods/eviction", "serviceaccounts/token", "pods/exec"};
+  s.names = {"mine"};
+  const KubeAttributes create = req("POST", "/apis/example.com/v1/namespaces/p/widgets/mine");
+  CHECK(create.verb == "create");
+  CHECK(create.name == "mine");  // as RequestInfo reports it
+  CHECK(why(s, create) ==
+        std::vector<std::string>{"name mine is not the object's (a create takes its name from the body)"});
+  CHECK_FALSE(matches(s, req("POST", "/apis/example.com/v1/widgets/mine")));
+  CHECK(matches(s, req("GET", "/apis/example.com/v1/namespaces/p/widgets/mine")));
+  // A subresource's create acts on the object in the URL.
+  CHECK(matches(s, req("POST", "/api/v1/namespaces/p/pods/mine/eviction")));
+  CHECK(matches(s, req("POST", "/api/v1/namespaces/p/serviceaccounts/mine/token")));
+  CHECK(matches(s, req("POST", "/api/v1/namespaces/p/pods/mine/exec", "command=sh")));
+  CHECK_FALSE(matches(s, req("POST", "/api/v1/namespaces/p/pods/other/eviction")));
+}
+
 TEST_CASE("non_resource_urls", "[kube][match]") {
   KubeSpec s;
   s.non_resource_urls = {"/version", "/api", "/api/*", "/apis", "/apis/*", "/openapi/**", "/healthz*"};
