@@ -278,8 +278,11 @@ net::awaitable<std::optional<KubeGateway::Refusal>> KubeGateway::prepare(const L
     }
     std::string_view v = auth ? std::string_view(auth->value) : std::string_view();
     if (v.size() > 7 && iequals(v.substr(0, 7), "bearer ")) {
+      // As the apiserver's bearertoken.go reads it: strings.SplitN(value, " ", 3)[1], so
+      // "Bearer  x" carries an empty token and "Bearer x y" the token x. Reviewing another
+      // token would name a user the apiserver would not have named for this header.
       std::string_view token = v.substr(7);
-      while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+      token = token.substr(0, token.find(' '));
       if (token.empty()) co_return Refusal{401, "unauthorized", "empty bearer token"};
       // Keyed by where the token was reviewed: a reload that points the upstream elsewhere
       // does not reuse answers from the old apiserver.

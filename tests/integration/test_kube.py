@@ -520,3 +520,18 @@ def test_a_create_names_its_object_in_the_body_not_the_url(env):
     # The named object itself is still readable under the rule.
     rc, out, err = curl(*base, f"https://127.0.0.1:{port}{path}")
     assert api.seen("GET", path), out
+
+
+@pytest.mark.parametrize("header,status", [
+    # bearertoken.go: SplitN(value, " ", 3)[1] is the token; "Bearer  x" holds an empty one.
+    (f"Bearer  {GOOD_TOKEN}", 401),
+    (f"Bearer {GOOD_TOKEN} trailing words", 200),
+    (f"bEaReR {GOOD_TOKEN}", 200),
+])
+def test_bearer_token_is_read_as_the_apiserver_reads_it(env, header, status):
+    """The token the proxy reviews is the one the apiserver's bearer authenticator would have read
+    from the same header, so the proxy never names a user the apiserver would not have."""
+    pki, port = env["pki"], env["proxy"].port("kube")
+    rc, out, err = curl("--cacert", pki.ca.ca_path, "-H", f"Authorization: {header}", "-w", "%{http_code}",
+                        f"https://127.0.0.1:{port}/api/v1/namespaces/prod/pods")
+    assert out.endswith(str(status).encode()), out
