@@ -15,6 +15,7 @@
 
 #include "firewall/ruleset.hpp"
 #include "proxy/policy/docker.hpp"
+#include "proxy/policy/glob.hpp"
 #include "proxy/policy/kube.hpp"
 
 namespace portcullis::config {
@@ -315,6 +316,10 @@ void parse_upstreams(Reader& r, const YAML::Node& node, Config& cfg) {
     }
     if (u["verify_spiffe"]) {
       up.verify_spiffe = r.strings(u["verify_spiffe"], what + ".verify_spiffe");
+      // A pattern that cannot match would fail every connection with 502: say so now.
+      for (std::size_t i = 0; i < up.verify_spiffe.size() && u["verify_spiffe"].IsSequence(); ++i)
+        if (auto why = policy::spiffe_pattern_problem(up.verify_spiffe[i]); !why.empty())
+          r.error(u["verify_spiffe"][i], what + ".verify_spiffe: " + why);
       if (up.kind != Upstream::Kind::tls && up.kind != Upstream::Kind::original_dst)
         r.error(u["verify_spiffe"], what + ".verify_spiffe only applies to TLS upstreams");
     }

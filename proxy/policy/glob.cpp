@@ -19,6 +19,22 @@ void for_each_segment(std::string_view body, F&& f) {
 
 }  // namespace
 
+std::string spiffe_pattern_problem(std::string_view p) {
+  constexpr std::string_view scheme = "spiffe://";
+  const std::string quoted = "spiffe pattern \"" + std::string(p) + "\"";
+  if (!p.starts_with(scheme)) return quoted + " must start with spiffe://";
+  const std::string_view body = p.substr(scheme.size());
+  if (body.empty() || body.front() == '/') return quoted + " has no trust domain";
+  for (char c : body) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f || c == '?' || c == '#' || c == '%')
+      return quoted + " has a character not allowed in a SPIFFE ID";
+  }
+  if (body.find("//") != std::string_view::npos || body.back() == '/') return quoted + " has an empty path segment";
+  if (auto e = check_segment_pattern(body); !e.empty()) return quoted + ": " + e;
+  return {};
+}
+
 std::string check_segment_pattern(std::string_view body) {
   std::string error;
   for_each_segment(body, [&](std::string_view seg, bool last) {

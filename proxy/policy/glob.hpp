@@ -27,6 +27,10 @@ using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>
 // for "spiffe://td/x" the text after "spiffe://".
 // Empty when `body` is a valid pattern body, else why not ("`*` must be a whole segment", ...).
 std::string check_segment_pattern(std::string_view body);
+// A `spiffe://trust-domain/path` pattern (`from.spiffe`, an upstream's `verify_spiffe`): empty
+// when valid, else why not, quoting the pattern ("must start with spiffe://", "has no trust
+// domain", a character not allowed in a SPIFFE ID, an empty path segment, a misplaced `*`).
+std::string spiffe_pattern_problem(std::string_view pattern);
 // True when the pattern has a `*` or `**` segment (otherwise it can only match itself).
 bool is_wildcard_pattern(std::string_view body);
 // Direct (unindexed) match; the same semantics as SegmentTrie. Used by explain().

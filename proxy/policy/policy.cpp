@@ -166,20 +166,7 @@ CompileError compile_error(std::size_t index, const std::string& rule, const std
 }
 
 void check_spiffe_pattern(std::size_t i, const std::string& rule, const std::string& p) {
-  if (!p.starts_with(spiffe_scheme))
-    throw compile_error(i, rule, "spiffe pattern \"" + p + "\" must start with spiffe://");
-  const std::string_view body = std::string_view(p).substr(spiffe_scheme.size());
-  if (body.empty() || body.front() == '/')
-    throw compile_error(i, rule, "spiffe pattern \"" + p + "\" has no trust domain");
-  for (char c : body) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f || c == '?' || c == '#' || c == '%')
-      throw compile_error(i, rule, "spiffe pattern \"" + p + "\" has a character not allowed in a SPIFFE ID");
-  }
-  if (body.find("//") != std::string_view::npos || body.back() == '/')
-    throw compile_error(i, rule, "spiffe pattern \"" + p + "\" has an empty path segment");
-  if (auto e = check_segment_pattern(body); !e.empty())
-    throw compile_error(i, rule, "spiffe pattern \"" + p + "\": " + e);
+  if (auto why = spiffe_pattern_problem(p); !why.empty()) throw compile_error(i, rule, why);
 }
 
 void check_path_pattern(std::size_t i, const std::string& rule, const std::string& p) {

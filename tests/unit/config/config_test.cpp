@@ -268,6 +268,21 @@ TEST_CASE("forwarded_headers takes replace (the default) or append, and not on t
              Catch::Contains("a tcp listener forwards no headers"));
 }
 
+TEST_CASE("an upstream's verify_spiffe patterns are checked like from.spiffe ones") {
+  auto upstream = [](const std::string& patterns) {
+    std::string text = base("", "tls:\n  mesh: { cert: a.crt, key: a.key, ca: ca.crt }\n");
+    const std::string app = "  app: { address: tcp://127.0.0.1:8080 }\n";
+    return text.replace(text.find(app), app.size(),
+                        app + "  peer: { address: \"tls://10.0.0.1:15006\", tls: mesh, verify_spiffe: " + patterns + " }\n");
+  };
+  // A pattern that can never match would have failed every connection to the upstream with 502.
+  auto e = errors_of(upstream("[\"spiffe://cluster.local/ns/*/sa/web\", \"cluster.local/ns/shop\", \"spiffe://td/a*b\"]"));
+  CHECK_THAT(e, Catch::Contains("test.yaml:3:109: upstreams.peer.verify_spiffe: spiffe pattern \"cluster.local/ns/shop\" must start with spiffe://"));
+  CHECK_THAT(e, Catch::Contains("verify_spiffe: spiffe pattern \"spiffe://td/a*b\": "));
+  CHECK_THAT(e, !Catch::Contains("spiffe://cluster.local/ns/*/sa/web"));
+  CHECK_THAT(errors_of(upstream("[\"spiffe:///ns/x\"]")), Catch::Contains("has no trust domain"));
+}
+
 TEST_CASE("a kubernetes listener must name the client to the apiserver") {
   for (const char* mode : {"none", "xfcc"}) {
     std::string text = base(std::string("listeners:\n  - name: kube\n    address: 127.0.0.1:8443\n    upstream: app\n"
