@@ -565,6 +565,10 @@ void parse_policies(Reader& r, const YAML::Node& node, Config& cfg) {
                 r.warn(Reader::loc(k), rwhat + " grants " + res +
                                            ": it reaches the kubelet's API, where a client may exec into any pod of "
                                            "the node whatever the verb; grant it to node administrators only");
+            for (const auto& res : policy::kube_creates_on_update(rule.kubernetes))
+              r.warn(Reader::loc(k), rwhat + " grants update on " + res +
+                                         " but not create: a PUT of a missing object creates it, and the "
+                                         "apiserver checks create with its own RBAC, not with this rule");
           }
           if (rn["docker"] && r.is_map(rn["docker"], rwhat + " docker")) {
             const auto& d = rn["docker"];

@@ -558,6 +558,16 @@ bool verb_granted(const std::vector<std::string>& verbs, sv verb) {
   return verbs.empty() || contains(verbs, "*") || contains(verbs, verb);
 }
 
+// Built-in resources whose storage strategy has AllowCreateOnUpdate() true (Kubernetes 1.32).
+constexpr std::array<std::pair<sv, sv>, 14> creates_on_update = {{
+    {"", "services"}, {"", "endpoints"}, {"", "events"}, {"", "limitranges"},
+    {"rbac.authorization.k8s.io", "roles"}, {"rbac.authorization.k8s.io", "rolebindings"},
+    {"rbac.authorization.k8s.io", "clusterroles"}, {"rbac.authorization.k8s.io", "clusterrolebindings"},
+    {"coordination.k8s.io", "leases"}, {"policy", "poddisruptionbudgets"}, {"node.k8s.io", "runtimeclasses"},
+    {"events.k8s.io", "events"}, {"admissionregistration.k8s.io", "validatingadmissionpolicies"},
+    {"admissionregistration.k8s.io", "mutatingadmissionpolicies"},
+}};
+
 void fail(std::vector<std::string>* failed, std::string why) {
   if (failed) failed->push_back(std::move(why));
 }
@@ -656,6 +666,26 @@ bool is_kube_streaming_subresource(const KubeAttributes& a) {
     return a.subresource == "exec" || a.subresource == "attach" || a.subresource == "portforward" ||
            a.subresource == "proxy";
   return (a.resource == "services" || a.resource == "nodes") && a.subresource == "proxy";
+}
+
+std::vector<std::string> kube_creates_on_update(const KubeSpec& spec) {
+  std::vector<std::string> out;
+  if (!verb_granted(spec.verbs, "update") || verb_granted(spec.verbs, "create")) return out;
+  for (const auto& entry : spec.resources) {
+    auto p = parse_resource_pattern(entry, nullptr);
+    if (!p) continue;
+    for (const auto& [group, resource] : creates_on_update) {
+      KubeAttributes a;
+      a.is_resource_request = true;
+      a.api_group = std::string(group);
+      a.resource = std::string(resource);
+      if (resource_matches(*p, a)) {
+        out.push_back(entry);
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 bool kube_requires_create(const KubeAttributes& a) {

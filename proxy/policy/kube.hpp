@@ -90,6 +90,13 @@ struct KubeSpecError : std::invalid_argument {
   std::size_t index = 0;
 };
 
+// The `resources` entries of a rule that grants `update` but not `create` on a built-in resource
+// whose storage creates a missing object on PUT (AllowCreateOnUpdate: services, endpoints,
+// events, limitranges, roles and role bindings, leases, poddisruptionbudgets, runtimeclasses,
+// admission policies; Kubernetes 1.32). The apiserver then authorizes `create` with its own RBAC,
+// which the rule never sees, so `portcullis check` warns. Empty when none. spec: validated.
+std::vector<std::string> kube_creates_on_update(const KubeSpec& spec);
+
 // Throws KubeSpecError (a std::invalid_argument) naming the first bad entry (unknown verb,
 // malformed resource or URL pattern, resources mixed with non_resource_urls, ...).
 void validate_kube_spec(const KubeSpec& spec);

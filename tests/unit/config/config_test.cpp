@@ -300,12 +300,38 @@ TEST_CASE("firewall.proxy_gid gets a warning") {
   CHECK(load_string(base("", "firewall:\n  proxy_uid: 1337\n"), "test.yaml").warnings.empty());
 }
 
-TEST_CASE("a kubernetes rule granting nodes/proxy gets a warning") {
-  CHECK(load_string(base(), "test.yaml").warnings.empty());
+namespace {
+// base() with one more policy `k` holding one kubernetes rule `r` written as `kubernetes`.
+std::string with_kube_rule(const std::string& kubernetes) {
   std::string text = base();
   text.replace(text.find("policies:\n"), std::string("policies:\n").size(),
-               "policies:\n  k:\n    rules:\n      - name: r\n        kubernetes: { verbs: [get], resources: [nodes/proxy] }\n");
-  auto cfg = load_string(text, "test.yaml");
+               "policies:\n  k:\n    rules:\n      - name: r\n        kubernetes: " + kubernetes + "\n");
+  return text;
+}
+}  // namespace
+
+TEST_CASE("a kubernetes rule granting nodes/proxy gets a warning") {
+  CHECK(load_string(base(), "test.yaml").warnings.empty());
+  auto cfg = load_string(with_kube_rule("{ verbs: [get], resources: [nodes/proxy] }"), "test.yaml");
   REQUIRE(cfg.warnings.size() == 1);
   CHECK_THAT(cfg.warnings[0].str(), Catch::Contains("grants nodes/proxy: it reaches the kubelet's API"));
+}
+
+TEST_CASE("a kubernetes rule granting update without create on a resource that PUT creates gets a warning") {
+  // Red-team (kube) finding 4: a PUT of a missing rolebinding creates it once the apiserver's own
+  // RBAC allows create; the rule that granted update never saw a create.
+  auto cfg = load_string(
+      with_kube_rule("{ verbs: [get, update], resources: [pods, rolebindings.rbac.authorization.k8s.io, services, leases.*] }"),
+      "test.yaml");
+  REQUIRE(cfg.warnings.size() == 3);
+  CHECK_THAT(cfg.warnings[0].str(),
+             Catch::Contains("rule 'r' grants update on rolebindings.rbac.authorization.k8s.io but not create: a PUT of a "
+                             "missing object creates it"));
+  CHECK_THAT(cfg.warnings[1].str(), Catch::Contains("grants update on services but not create"));
+  CHECK_THAT(cfg.warnings[2].str(), Catch::Contains("grants update on leases.* but not create"));
+  for (const char* fine : {"{ verbs: [get, update, create], resources: [services] }", "{ verbs: ['*'], resources: ['*'] }",
+                           "{ verbs: [update], resources: [pods, deployments.apps, widgets.example.com] }",
+                           "{ verbs: [get, patch], resources: [services] }"})
+    CHECK(load_string(with_kube_rule(fine), "test.yaml").warnings.empty());
+  CHECK(load_string(with_kube_rule("{ verbs: [update], resources: ['*'] }"), "test.yaml").warnings.size() == 1);
 }
