@@ -761,6 +761,15 @@ void validate_cross(Reader& r, Config& cfg, const YAML::Node& root) {
       if (rule.has_docker && l.protocol != Protocol::docker)
         r.error(l.loc, "listener '" + l.name + "' (protocol " + to_string(l.protocol) + ") uses " + where +
                            ", whose docker: conditions need a protocol: docker listener");
+      // http: conditions on these listeners see the raw method and path only (red-team, kube finding 11).
+      if (rule.has_http && l.protocol == Protocol::kubernetes)
+        r.warn(l.loc, where + " is an http: rule on kubernetes listener '" + l.name +
+                          "': it judges the raw method and path, not Kubernetes verbs (a GET may be a WebSocket exec, "
+                          "attach or port-forward, a PATCH a server-side apply that creates); write it as a kubernetes: rule");
+      if (rule.has_http && l.protocol == Protocol::docker)
+        r.warn(l.loc, where + " is an http: rule on docker listener '" + l.name +
+                          "': it judges the raw method and path, and no Docker body check applies to what it allows "
+                          "(privileged containers, host mounts, capabilities, images); write it as a docker: rule");
     }
     auto uit = cfg.upstreams.find(l.upstream);
     if (uit != cfg.upstreams.end()) {

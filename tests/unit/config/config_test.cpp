@@ -310,6 +310,18 @@ std::string with_kube_rule(const std::string& kubernetes) {
 }
 }  // namespace
 
+TEST_CASE("an http: rule on a kubernetes or docker listener gets a warning") {
+  // Red-team (kube) finding 11: methods [GET] admits a WebSocket exec; on a docker listener no
+  // body check applies to what an http: rule allows.
+  for (const char* protocol : {"kubernetes", "docker"}) {
+    auto cfg = load_string(listener("", protocol), "test.yaml");
+    REQUIRE(cfg.warnings.size() == 1);
+    CHECK_THAT(cfg.warnings[0].str(), Catch::Contains("test.yaml:4:5: warning: policy 'inbound' rule 'everything' is an "
+                                                      "http: rule on " + std::string(protocol) + " listener 'inbound'"));
+  }
+  CHECK(load_string(listener(""), "test.yaml").warnings.empty());
+}
+
 TEST_CASE("a kubernetes rule granting nodes/proxy gets a warning") {
   CHECK(load_string(base(), "test.yaml").warnings.empty());
   auto cfg = load_string(with_kube_rule("{ verbs: [get], resources: [nodes/proxy] }"), "test.yaml");
