@@ -2,6 +2,7 @@
 // features. match_docker() is pure: every host lookup happened in inspect_docker_body().
 #include <algorithm>
 #include <cctype>
+#include <iterator>
 #include <stdexcept>
 
 #include "proxy/policy/docker.hpp"
@@ -147,6 +148,11 @@ const char* const kDocsNotes = R"(
   `TaskDefaults.LogDriver.Name` in `/swarm/init`'s `Spec` and in `/swarm/update`) has dockerd send
   the container's output from the host's network to an address the caller chose: it needs
   `log_drivers`.
+- **Plugins.** A managed plugin runs as root with the mounts (the host's `/`), devices,
+  capabilities and host network that its own `config.json` asks for, which Portcullis does not
+  read: `plugin.install`, `plugin.create`, `plugin.upgrade`, `plugin.enable` and
+  `plugin.configure` (`docker plugin set` re-points a settable mount or device) need `plugins`
+  in `allow`, whatever `actions` grants. Give it only to those who may do anything on the host.
 - **Swarm.** `swarm.join` puts this host under another swarm's managers, which then run
   services here that never pass through Portcullis: grant it only to those who may do anything
   on the host. Of a swarm's spec (`swarm.init`, `swarm.update`) Portcullis judges the default log
@@ -214,7 +220,8 @@ const std::vector<std::string>& docker_allow_names() {
       "host_ipc",      "host_uts",       "host_userns",        "host_cgroupns",
       "devices",       "sysctls",        "seccomp_unconfined", "apparmor_unconfined",
       "label_disable", "systempaths_unconfined", "cgroup_parent", "low_host_ports",
-      "volumes_from",  "image_ids",      "volume_plugins",     "log_drivers"};
+      "volumes_from",  "image_ids",      "volume_plugins",     "log_drivers",
+      "plugins"};
   return names;
 }
 
@@ -279,6 +286,14 @@ bool match_docker(const DockerSpec& spec, const DockerAttributes& a, std::vector
     }
   }
 
+  // A managed plugin's config.json asks for its own mounts (the host's /), devices, capabilities
+  // and host network, and dockerd runs it as root when it is enabled: no body of ours says so.
+  static constexpr std::string_view plugin_actions[] = {"plugin.install", "plugin.create", "plugin.upgrade",
+                                                        "plugin.enable", "plugin.configure"};
+  c.feature(std::find(std::begin(plugin_actions), std::end(plugin_actions), a.action) != std::end(plugin_actions),
+            "plugins",
+            "action " + a.action + " (a plugin runs as root with the mounts, devices and capabilities its own config "
+            "asks for) is");
   c.feature(a.privileged, "privileged", "privileged containers are");
   c.feature(!a.cap_add.empty(), "cap_add", "adding capabilities " + quoted_list(a.cap_add) + " is");
   c.mode(a.network_mode, "network mode", "host_network");

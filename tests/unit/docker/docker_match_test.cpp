@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "proxy/policy/docker.hpp"
 
@@ -378,4 +379,33 @@ TEST_CASE("a volume driver named by a path is never allowed, and local log drive
   Result r = judge(services, "POST", "/services/create", "", svc);
   CHECK_FALSE(r.allowed);
   CHECK(r.says("(add \"log_drivers\" to allow)"));
+}
+
+TEST_CASE("a managed plugin runs as root with what its config asks for: installing, configuring or enabling one needs plugins") {
+  // Third red-team round: POST /plugins/create with a tarball whose config.json binds the host's /
+  // (or asks for CAP_SYS_ADMIN, every device, the host network), then /plugins/NAME/enable, ran
+  // the plugin's entrypoint as root on the host under a rule with `actions: ["*"]` and no allow.
+  DockerSpec s = ops();
+  s.actions = {"*"};
+  s.images = {};
+  for (auto [method, path, query] : {std::tuple{"POST", "/plugins/create", "name=evil"},
+                                     std::tuple{"POST", "/plugins/pull", "remote=evil.example/plug"},
+                                     std::tuple{"POST", "/v1.41/plugins/evil:latest/enable", "timeout=5"},
+                                     std::tuple{"POST", "/plugins/evil/upgrade", "remote=evil.example/plug"},
+                                     std::tuple{"POST", "/plugins/evil/set", ""}}) {
+    INFO(path);
+    DockerAttributes a = resolve_docker(method, path, query);
+    std::vector<std::string> failed;
+    CHECK_FALSE(match_docker(s, a, &failed));
+    REQUIRE(failed.size() == 1);
+    CHECK(failed[0].find("(add \"plugins\" to allow)") != std::string::npos);
+    DockerSpec allowed = s;
+    allowed.allow = {"plugins"};
+    CHECK(match_docker(allowed, a, nullptr));
+  }
+  for (auto path : {"/plugins/evil/disable", "/plugins/evil/push"}) {
+    INFO(path);
+    CHECK(match_docker(s, resolve_docker("POST", path, ""), nullptr));
+  }
+  CHECK(match_docker(s, resolve_docker("DELETE", "/plugins/evil", ""), nullptr));
 }
