@@ -26,6 +26,7 @@ enum class DockerBody {
   volume_create,     // POST /volumes/create
   swarm_init,        // POST /swarm/init (the swarm's spec under "Spec")
   swarm_update,      // POST /swarm/update (the swarm's spec)
+  network_create,    // POST /networks/create
 };
 
 // An image the request would run, mount or pull.
@@ -71,6 +72,7 @@ struct DockerAttributes {
   std::vector<std::string> low_host_ports;  // "80/tcp -> 80": host ports below 1024
   std::vector<std::string> volume_plugins;  // volume drivers other than "local" (and where)
   std::vector<std::string> log_drivers;     // log drivers dockerd runs on the host's network (and where)
+  std::vector<std::string> network_plugins;  // network and IPAM drivers that are plugins (and where)
   std::vector<std::string> never_allowed;   // what no rule can allow (unknown security option, ...)
 };
 

@@ -240,10 +240,7 @@ class BodyReader {
   // `volume_plugins`. dockerd looks a legacy plugin up by name as a file (/etc/docker/plugins/
   // NAME.spec), so a name with a path in it (../) is never allowed.
   void volume_plugin(const std::string& driver, const std::string& at) {
-    bool pathlike = driver.starts_with('/') || driver.starts_with('.') || driver.find("/.") != std::string::npos ||
-                    driver.find('\\') != std::string::npos ||
-                    std::any_of(driver.begin(), driver.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
-    if (pathlike) a_.never_allowed.push_back("volume driver name \"" + driver + "\" (" + at + "), which names a path,");
+    if (plugin_name_is_path(driver)) a_.never_allowed.push_back("volume driver name \"" + driver + "\" (" + at + "), which names a path,");
     else a_.volume_plugins.push_back(driver + " (" + at + ")");
   }
 
@@ -370,6 +367,45 @@ class BodyReader {
       }
   }
 
+  // api/types/network.CreateRequest. macvlan and ipvlan put containers on one of the host's own
+  // interfaces (`parent`), on its physical network and past its nftables; a bridge named in
+  // com.docker.network.bridge.name is adopted when the host already has it (br0, cni0, ...). Both
+  // are the host's network. Any other driver is a plugin (remote plugins have dockerd move host
+  // interfaces into containers), looked up by name as a file, like a volume plugin.
+  void network_create(const JsonValue& root) {
+    static constexpr std::string_view builtin[] = {"bridge", "overlay", "null"};
+    std::string driver = string(root.find("Driver"), "Driver");
+    if (driver == "macvlan" || driver == "ipvlan" || driver == "host")
+      a_.network_mode = driver + " (Driver: the host's own interfaces)";
+    else if (!driver.empty() && !one_of(builtin, driver))
+      network_plugin(driver, "Driver");
+    if (const JsonValue* opts = object(root.find("Options"), "Options"))
+      for (const auto& m : opts->members) {
+        std::string value = string(&m.value, "Options." + m.key);
+        if (lower(m.key) == "com.docker.network.bridge.name" && !value.empty())
+          a_.network_mode = "bridge " + value + " (Options." + m.key + ": an existing host bridge is adopted)";
+      }
+    if (const JsonValue* ipam = object(root.find("IPAM"), "IPAM")) {
+      std::string ipam_driver = string(ipam->find("Driver"), "IPAM.Driver");
+      if (!ipam_driver.empty() && ipam_driver != "default" && ipam_driver != "null")
+        network_plugin(ipam_driver, "IPAM.Driver");
+      keys(ipam->find("Options"), "IPAM.Options");
+    }
+  }
+
+  void network_plugin(const std::string& driver, const std::string& at) {
+    if (plugin_name_is_path(driver))
+      a_.never_allowed.push_back("network driver name \"" + driver + "\" (" + at + "), which names a path,");
+    else
+      a_.network_plugins.push_back(driver + " (" + at + ")");
+  }
+
+  static bool plugin_name_is_path(const std::string& driver) {
+    return driver.starts_with('/') || driver.starts_with('.') || driver.find("/.") != std::string::npos ||
+           driver.find('\\') != std::string::npos ||
+           std::any_of(driver.begin(), driver.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+  }
+
   void volume_create(const JsonValue& root) {
     volume_driver(string(root.find("Driver"), "Driver"), root.find("DriverOpts"), "DriverOpts");
   }
@@ -420,6 +456,7 @@ std::string endpoint_words(DockerBody body) {
     case DockerBody::volume_create: return "volume create";
     case DockerBody::swarm_init: return "swarm init";
     case DockerBody::swarm_update: return "swarm update";
+    case DockerBody::network_create: return "network create";
     case DockerBody::none: break;
   }
   return "request";
@@ -476,6 +513,7 @@ std::optional<std::string> inspect_docker_body(std::string_view content_type, st
         if (const JsonValue* spec = reader.object(root->find("Spec"), "Spec")) reader.swarm_spec(*spec, "Spec.");
         break;
       case DockerBody::swarm_update: reader.swarm_spec(*root, ""); break;
+      case DockerBody::network_create: reader.network_create(*root); break;
       case DockerBody::none: break;
     }
     if (!reader.error.empty()) return refuse(reader.error);

@@ -106,7 +106,7 @@ const char* const kDocsNotes = R"(
 - **Actions.** `actions: []` (or omitted) grants every known action, like `*`; `container.*` grants a
   family. `unknown` is never granted.
 - **Bodies.** `POST /containers/create`, `/containers/{id}/update`, `/containers/{id}/exec`,
-  `/services/create`, `/services/{id}/update` and `/volumes/create` are buffered (up to
+  `/services/create`, `/services/{id}/update`, `/volumes/create` and `/networks/create` are buffered (up to
   `inspect_body_bytes`) and inspected before anything is forwarded. Refused: a missing or empty
   body, a Content-Type other than `application/json` (parameters allowed; a `charset` must be
   UTF-8), invalid JSON or UTF-8, data after the JSON value, a key given twice at any depth
@@ -148,6 +148,11 @@ const char* const kDocsNotes = R"(
   `TaskDefaults.LogDriver.Name` in `/swarm/init`'s `Spec` and in `/swarm/update`) has dockerd send
   the container's output from the host's network to an address the caller chose: it needs
   `log_drivers`.
+- **Networks.** A `/networks/create` body is inspected too: `macvlan` and `ipvlan` (containers on
+  one of the host's own interfaces, past the host's nftables) and a bridge named in
+  `com.docker.network.bridge.name` (dockerd adopts an existing host bridge of that name) need
+  `host_network`; a network or IPAM driver that is a plugin (not `bridge`, `overlay`, `null`;
+  IPAM `default`, `null`) needs `network_plugins`, and one whose name is a path is never allowed.
 - **Plugins.** A managed plugin runs as root with the mounts (the host's `/`), devices,
   capabilities and host network that its own `config.json` asks for, which Portcullis does not
   read: `plugin.install`, `plugin.create`, `plugin.upgrade`, `plugin.enable` and
@@ -221,7 +226,7 @@ const std::vector<std::string>& docker_allow_names() {
       "devices",       "sysctls",        "seccomp_unconfined", "apparmor_unconfined",
       "label_disable", "systempaths_unconfined", "cgroup_parent", "low_host_ports",
       "volumes_from",  "image_ids",      "volume_plugins",     "log_drivers",
-      "plugins"};
+      "plugins",       "network_plugins"};
   return names;
 }
 
@@ -310,6 +315,8 @@ bool match_docker(const DockerSpec& spec, const DockerAttributes& a, std::vector
             "host ports below 1024 " + quoted_list(a.low_host_ports) + " are");
   c.feature(a.masked_paths_overridden, "systempaths_unconfined", "replacing the masked /proc and /sys paths is");
   c.feature(!a.volume_plugins.empty(), "volume_plugins", "volume plugins " + quoted_list(a.volume_plugins) + " are");
+  c.feature(!a.network_plugins.empty(), "network_plugins",
+            "network plugins " + quoted_list(a.network_plugins) + " are");
   c.feature(!a.log_drivers.empty(), "log_drivers",
             "log drivers that send from the host's network " + quoted_list(a.log_drivers) + " are");
   for (const std::string& opt : a.security_opts) {

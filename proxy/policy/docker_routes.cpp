@@ -143,7 +143,7 @@ constexpr std::array kRoutes = std::to_array<Route>({
     {"GET", "/networks", "read"},
     {"GET", "/networks/", "read"},
     {"GET", "/networks/{name}", "read"},
-    {"POST", "/networks/create", "network.create"},
+    {"POST", "/networks/create", "network.create", DockerBody::network_create},
     {"POST", "/networks/{name}/connect", "network.connect"},
     {"POST", "/networks/{name}/disconnect", "network.disconnect"},
     {"POST", "/networks/prune", "network.prune"},

@@ -692,6 +692,25 @@ def test_a_plugin_asks_for_its_own_privileges_so_installing_or_enabling_one_need
     assert gw.docker("admin", "plugin", "ls")[0] == 0
 
 
+def test_networks_on_the_hosts_own_interfaces_need_host_network(gw):
+    """Third red-team round: network.create was not inspected, and a macvlan network on the host's
+    interface put containers on the host's physical network, past its nftables, under a rule with
+    actions ["*"] and no host_network."""
+    parent = sorted(os.listdir("/sys/class/net"))[0]
+    for body, words in (({"Name": "rtmac", "Driver": "macvlan", "Options": {"parent": parent}}, ["host_network"]),
+                        ({"Name": "rtipv", "Driver": "ipvlan", "Options": {"parent": parent}}, ["host_network"]),
+                        ({"Name": "rtbr", "Options": {"com.docker.network.bridge.name": parent}}, ["host_network"]),
+                        ({"Name": "rtplug", "Driver": "weave"}, ["network_plugins"]),
+                        ({"Name": "rtpath", "Driver": "../../../tmp/evil"}, ["names a path"])):
+        assert_refused(gw, post("/v1.41/networks/create", json.dumps(body).encode()), *words, client="admin")
+    assert not {"rtmac", "rtipv", "rtbr", "rtplug", "rtpath"} & set(gw.daemon.cli("network", "ls", "--format",
+                                                                                   "{{.Name}}").stdout.split())
+    # A body that passes reaches dockerd, which has its own say (one null network only).
+    status, body = gw.raw(post("/v1.41/networks/create", json.dumps({"Name": "rtnull", "Driver": "null"}).encode()),
+                          client="admin")
+    assert "only one instance" in body["message"] and not body["message"].startswith("portcullis"), (status, body)
+
+
 def test_form_fields_cannot_hide_behind_unicode_spaces_or_multipart(gw):
     """dockerd reads form fields ahead of the query (/images/create: a pull becomes an import) and
     multipart fields where the query is silent (/build: networkmode=host)."""

@@ -85,7 +85,7 @@ TEST_CASE("actions: names, families, *, and unknown") {
   CHECK_FALSE(r.allowed);
   CHECK(r.says("unknown Docker endpoint /nope"));
   s.actions = {};  // empty = every known action
-  CHECK(judge(s, "POST", "/networks/create").allowed);
+  CHECK(judge(s, "POST", "/networks/n1/connect").allowed);
   CHECK_FALSE(judge(s, "GET", "/nope").allowed);
 }
 
@@ -408,4 +408,47 @@ TEST_CASE("a managed plugin runs as root with what its config asks for: installi
     CHECK(match_docker(s, resolve_docker("POST", path, ""), nullptr));
   }
   CHECK(match_docker(s, resolve_docker("DELETE", "/plugins/evil", ""), nullptr));
+}
+
+TEST_CASE("a network on the host's own interfaces needs host_network, a network plugin network_plugins") {
+  // Third red-team round: network.create was not inspected, so a macvlan network with
+  // parent=eth0 put containers on the host's physical network, past its nftables, under a rule
+  // without host_network.
+  DockerSpec s = ops();
+  s.actions = {"network.create"};
+  s.images = {};
+  struct Case {
+    const char* body;
+    const char* allow;
+  };
+  const Case cases[] = {
+      {R"({"Name":"n","Driver":"macvlan","Options":{"parent":"eth0"}})", "host_network"},
+      {R"({"Name":"n","Driver":"ipvlan","Options":{"parent":"eth0","ipvlan_mode":"l2"}})", "host_network"},
+      {R"({"Name":"n","Options":{"com.docker.network.bridge.name":"br0"}})", "host_network"},
+      {R"({"Name":"n","Driver":"bridge","options":{"COM.docker.network.bridge.name":"cni0"}})", "host_network"},
+      {R"({"Name":"n","Driver":"weave"})", "network_plugins"},
+      {R"({"Name":"n","Driver":"MACVLAN"})", "network_plugins"},
+      {R"({"Name":"n","IPAM":{"Driver":"infoblox"}})", "network_plugins"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.body);
+    Result r = judge(s, "POST", "/v1.41/networks/create", "", c.body);
+    CHECK_FALSE(r.allowed);
+    CHECK(r.says("(add \"" + std::string(c.allow) + "\" to allow)"));
+    DockerSpec allowed = s;
+    allowed.allow = {c.allow};
+    CHECK(judge(allowed, "POST", "/v1.41/networks/create", "", c.body).allowed);
+  }
+  for (const char* body : {R"({"Name":"n"})", R"({"Name":"n","Driver":"bridge","Internal":true})",
+                           R"({"Name":"n","Driver":"overlay","Attachable":true,"IPAM":{"Driver":"default"}})",
+                           R"({"Name":"n","Driver":"null"})"}) {
+    INFO(body);
+    CHECK(judge(s, "POST", "/networks/create", "", body).allowed);
+  }
+  DockerSpec everything = s;
+  everything.allow = docker_allow_names();
+  Result r = judge(everything, "POST", "/networks/create", "", R"({"Name":"n","Driver":"../../../tmp/evil"})");
+  CHECK_FALSE(r.allowed);
+  CHECK(r.says("names a path, is never allowed"));
+  CHECK_FALSE(judge(everything, "POST", "/networks/create", "", "").allowed);
 }
