@@ -153,6 +153,10 @@ const char* const kDocsNotes = R"(
   `com.docker.network.bridge.name` (dockerd adopts an existing host bridge of that name) need
   `host_network`; a network or IPAM driver that is a plugin (not `bridge`, `overlay`, `null`;
   IPAM `default`, `null`) needs `network_plugins`, and one whose name is a path is never allowed.
+- **Service rollbacks.** `POST /services/{id}/update?rollback=previous` (`docker service rollback`,
+  `docker service update --rollback`) has dockerd ignore the body and apply the service's previous
+  spec, which Portcullis does not see (and which another rule may have allowed): it is never
+  allowed. Send the spec you want back as an ordinary update.
 - **Plugins.** A managed plugin runs as root with the mounts (the host's `/`), devices,
   capabilities and host network that its own `config.json` asks for, which Portcullis does not
   read: `plugin.install`, `plugin.create`, `plugin.upgrade`, `plugin.enable` and

@@ -298,10 +298,19 @@ void resolve_query_facts(DockerAttributes& a, std::string_view raw_query) {
   using namespace docker_detail;
   bool images_create = a.endpoint == "/images/create";
   bool start = a.endpoint == "/containers/{name}/start";
-  if (!images_create && !start && a.endpoint != "/build") return;
+  bool service_update = a.endpoint == "/services/{id}/update";
+  if (!images_create && !start && !service_update && a.endpoint != "/build") return;
   auto query = parse_query(raw_query);
   if (!query) {
     a.refusal = "the query string cannot be parsed the way Docker parses it";
+    return;
+  }
+  if (service_update) {
+    // rollback=previous has dockerd ignore the body and apply the service's PreviousSpec, which
+    // another rule may have allowed (host network, capabilities) and this request does not show.
+    if (const std::string* rollback = query_get(*query, "rollback"); rollback && !rollback->empty() && *rollback != "none")
+      a.never_allowed.push_back("a service rollback (rollback=" + *rollback +
+                                "), which applies the service's previous spec instead of the inspected body,");
     return;
   }
   if (start) {

@@ -568,6 +568,17 @@ def test_service_create_with_privileges_is_refused(gw):
     assert_refused(gw, post("/v1.41/services/create", root), "/")
 
 
+def test_a_service_rollback_is_refused_as_its_spec_is_not_in_the_body(gw):
+    """Third red-team round: with rollback=previous dockerd ignores the body and applies the
+    service's previous spec (host network, CAP_SYS_ADMIN, set by someone another rule allowed)."""
+    clean = json.dumps({"Name": "svc", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}}).encode()
+    assert_refused(gw, post("/v1.41/services/svc/update?version=3&rollback=previous", clean), "service rollback",
+                   "never allowed")
+    # Without the rollback the same body passes the rule and reaches dockerd (no swarm here).
+    status, body = gw.raw(post("/v1.41/services/svc/update?version=3", clean))
+    assert status == 503 and not body["message"].startswith("portcullis"), (status, body)
+
+
 def test_volume_binding_the_host_root_is_refused(gw):
     body = json.dumps({"Name": "rootvol", "Driver": "local",
                        "DriverOpts": {"type": "none", "o": "bind", "device": "/"}}).encode()

@@ -285,3 +285,20 @@ TEST_CASE("docs/docker-actions.md is the generated table") {
   INFO("regenerate with PORTCULLIS_UPDATE_DOCS=1 build-docker/tests/unit/docker/docker_tests");
   CHECK(file.str() == md);
 }
+
+TEST_CASE("a service rollback applies a spec Portcullis has not seen and is never allowed") {
+  // Third red-team round: with rollback=previous dockerd 20.10 ignored the (clean) body and put the
+  // service's previous spec back, host network and CAP_SYS_ADMIN included.
+  for (const char* query : {"version=7&rollback=previous", "rollback=Previous", "rollback=x&rollback=none"}) {
+    INFO(query);
+    DockerAttributes a = resolve_docker("POST", "/v1.41/services/web/update", query);
+    CHECK(a.action == "service.update");
+    REQUIRE(a.never_allowed.size() == 1);
+    CHECK(a.never_allowed[0].find("service rollback") != std::string::npos);
+  }
+  for (const char* query : {"version=7", "version=7&rollback=none", "version=7&rollback="}) {
+    INFO(query);
+    CHECK(resolve_docker("POST", "/services/web/update", query).never_allowed.empty());
+  }
+  CHECK_FALSE(resolve_docker("POST", "/services/web/update", "rollback=previous;x").refusal.empty());
+}
