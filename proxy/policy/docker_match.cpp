@@ -51,9 +51,20 @@ std::string security_opt_allow_name(std::string_view opt) {
   if (k == "no-new-privileges") return "";
   // Any profile other than the built-in one can allow every syscall.
   if (k == "seccomp") return v == "builtin" ? "" : "seccomp_unconfined";
-  if (k == "apparmor") return v == "unconfined" ? "apparmor_unconfined" : "";
+  // Any profile loaded on the host can be named, and many are no confinement at all (Ubuntu 23.10+
+  // ships dozens with flags=(unconfined) so that applications may create user namespaces; a
+  // profile in complain mode only logs). Only Docker's own profile is known to confine.
+  // Profile and type names are case-sensitive: compare them as sent.
+  if (k == "apparmor") return value == "docker-default" ? "" : "apparmor_unconfined";
   if (k == "label") {
-    if (v == "disable" || v == "type:spc_t" || v == "type:unconfined_t") return "label_disable";
+    // Likewise an SELinux type: spc_t and unconfined_t are unconfined by name, but so is every
+    // domain the host's policy marks unconfined (container_runtime_t, kernel_t, ...). Only the
+    // container types are known to confine.
+    if (v == "disable") return "label_disable";
+    if (v.starts_with("type:"))
+      return value == "type:container_t" || value == "type:container_init_t" || value == "type:svirt_lxc_net_t"
+                 ? ""
+                 : "label_disable";
     return v.starts_with("user:") || v.starts_with("role:") || v.starts_with("type:") || v.starts_with("level:") ||
                    v.starts_with("filetype:") || v == "nested"
                ? ""
@@ -127,8 +138,11 @@ const char* const kDocsNotes = R"(
   `host_*` name. An endpoint on the `host` network (`NetworkingConfig.EndpointsConfig`, a
   service's `Networks`) and `docker build --network host` need `host_network`.
 - **Security options.** `seccomp=` anything but `builtin` (a custom profile can allow every
-  syscall) needs `seccomp_unconfined`; `apparmor=unconfined`, `label=disable` (and
-  `label=type:spc_t` / `unconfined_t`), `systempaths=unconfined` need their names; `MaskedPaths` or
+  syscall) needs `seccomp_unconfined`; `apparmor=` anything but `docker-default` (any profile
+  loaded on the host can be named, and many confine nothing: `flags=(unconfined)`, complain mode)
+  needs `apparmor_unconfined`; `label=disable` and `label=type:` anything but `container_t`,
+  `container_init_t`, `svirt_lxc_net_t` (`spc_t`, `unconfined_t`, `container_runtime_t`, ...) need
+  `label_disable`; `systempaths=unconfined` needs its name; `MaskedPaths` or
   `ReadonlyPaths` given explicitly count as `systempaths_unconfined`; unknown options are never
   allowed. Services: `Privileges.Seccomp.Mode` other than `default`, `AppArmor.Mode` other than
   `default` and `SELinuxContext.Disable` are the same features.

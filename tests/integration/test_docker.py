@@ -386,6 +386,9 @@ REFUSED_RUNS = [
     (["--security-opt", "seccomp=unconfined"], "seccomp"),
     (["--volumes-from", "exec-target"], "volumes"),
     (["--sysctl", "net.ipv4.ip_forward=1"], "sysctl"),
+    # Third red-team round: a host profile or SELinux domain that does not confine.
+    (["--security-opt", "apparmor=lxc-container-default-with-nesting"], "apparmor_unconfined"),
+    (["--security-opt", "label=type:container_runtime_t"], "label_disable"),
 ]
 
 

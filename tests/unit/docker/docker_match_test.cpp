@@ -152,6 +152,13 @@ TEST_CASE("each dangerous feature is denied unless allowed, with its name in the
       {R"({"SecurityOpt":["label:disable"]})", "label_disable"},
       {R"({"SecurityOpt":["disable"]})", "label_disable"},
       {R"({"SecurityOpt":["label=type:spc_t"]})", "label_disable"},
+      // Third red-team round: a host profile or domain that does not confine.
+      {R"({"SecurityOpt":["apparmor=chrome"]})", "apparmor_unconfined"},
+      {R"({"SecurityOpt":["apparmor:lxc-container-default-with-nesting"]})", "apparmor_unconfined"},
+      {R"({"SecurityOpt":["label=type:container_runtime_t"]})", "label_disable"},
+      {R"({"SecurityOpt":["label:type:kernel_t"]})", "label_disable"},
+      {R"({"SecurityOpt":["apparmor=Docker-Default"]})", "apparmor_unconfined"},
+      {R"({"SecurityOpt":["label=type:Container_t"]})", "label_disable"},
       {R"({"SecurityOpt":["systempaths=unconfined"]})", "systempaths_unconfined"},
       {R"({"MaskedPaths":[]})", "systempaths_unconfined"},
       {R"({"CgroupParent":"/"})", "cgroup_parent"},
@@ -182,7 +189,7 @@ TEST_CASE("each dangerous feature is denied unless allowed, with its name in the
 
 TEST_CASE("harmless security options pass, and unknown ones never do") {
   CHECK(run(ops(), R"({"SecurityOpt":["no-new-privileges","no-new-privileges:true","apparmor=docker-default",
-                                      "label=level:s0:c100,c200","seccomp=builtin"]})")
+                                      "label=level:s0:c100,c200","seccomp=builtin","label=type:container_t"]})")
             .allowed);
   DockerSpec everything = ops();
   everything.allow = docker_allow_names();
