@@ -176,7 +176,11 @@ const char* const kDocsNotes = R"(
   read: `plugin.install`, `plugin.create`, `plugin.upgrade`, `plugin.enable` and
   `plugin.configure` (`docker plugin set` re-points a settable mount or device) need `plugins`
   in `allow`, whatever `actions` grants. Give it only to those who may do anything on the host.
-- **Swarm.** `swarm.join` puts this host under another swarm's managers, which then run
+- **Swarm.** `GET /swarm` is `swarm.inspect`, not `read`: its answer holds the swarm's worker
+  and manager join tokens (`docker swarm join-token`, and the CLI's `docker swarm update` and
+  `docker swarm ca` read it first). A manager token lets any host that reaches the swarm port join
+  as a manager and run services here, and a worker token lets one receive tasks and their
+  secrets, neither passing through Portcullis. `swarm.join` puts this host under another swarm's managers, which then run
   services here that never pass through Portcullis: grant it only to those who may do anything
   on the host. Of a swarm's spec (`swarm.init`, `swarm.update`) Portcullis judges the default log
   driver only; the rest, the swarm's CA among it (`CAConfig`: its signing key, external CAs the

@@ -98,7 +98,9 @@ constexpr std::array kRoutes = std::to_array<Route>({
     {"POST", "/swarm/init", "swarm.init", DockerBody::swarm_init},
     {"POST", "/swarm/join", "swarm.join"},
     {"POST", "/swarm/leave", "swarm.leave"},
-    {"GET", "/swarm", "read"},
+    // Not a read: the answer holds the worker and manager join tokens (docker swarm join-token),
+    // and a node joined with them runs the swarm's services here without passing through us.
+    {"GET", "/swarm", "swarm.inspect"},
     {"GET", "/swarm/unlockkey", "swarm.unlockkey"},  // a secret, not a read
     {"POST", "/swarm/update", "swarm.update", DockerBody::swarm_update},
     {"POST", "/swarm/unlock", "swarm.unlock"},

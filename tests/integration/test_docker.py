@@ -571,6 +571,17 @@ def test_service_create_with_privileges_is_refused(gw):
     assert_refused(gw, post("/v1.41/services/create", root), "/")
 
 
+def test_reading_the_swarm_and_its_join_tokens_is_not_a_read(gw):
+    """Third red-team round: GET /swarm was `read`, and on a manager its answer holds the manager
+    join token: a reader could join a host of its own as a manager and run services here."""
+    msg = assert_refused(gw, b"GET /v1.41/swarm HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n",
+                         client="reader")
+    assert "swarm.inspect" in msg
+    rc, _, err = gw.docker("reader", "swarm", "join-token", "manager")
+    assert rc != 0 and "portcullis:" in err, err
+    assert gw.docker("reader", "info")[0] == 0
+
+
 def test_a_service_rollback_is_refused_as_its_spec_is_not_in_the_body(gw):
     """Third red-team round: with rollback=previous dockerd ignores the body and applies the
     service's previous spec (host network, CAP_SYS_ADMIN, set by someone another rule allowed)."""

@@ -104,7 +104,7 @@ TEST_CASE("every Docker action has an endpoint that resolves to it") {
       {"POST", "/plugins/p/upgrade", "", "plugin.upgrade"},
       {"POST", "/plugins/p/set", "", "plugin.configure"},
       {"POST", "/plugins/create", "name=p", "plugin.create"},
-      {"GET", "/swarm", "", "read"},
+      {"GET", "/swarm", "", "swarm.inspect"},  // third red-team round: it holds the join tokens
       {"POST", "/swarm/init", "", "swarm.init"},
       {"POST", "/swarm/join", "", "swarm.join"},
       {"POST", "/swarm/leave", "", "swarm.leave"},
