@@ -232,7 +232,9 @@ tag and digest of the names it matches; `:tag` (which may use `*`) requires a ma
 `@digest` the exact digest. Images are checked for `container.create` (`Image`, `image` mounts),
 `service.create` / `service.update` (`ContainerSpec.Image`) and `image.pull`
 (`fromImage` + `tag`; a pull without a tag fetches every tag and matches only tagless
-patterns). An image given by ID (`sha256:...`, 64 hex digits, or any all-hex string, which dockerd
+patterns; `GET /distribution/{name}/json`, where dockerd asks the name's registry for its
+manifest as a pull would, is an `image.pull` of that name too).
+An image given by ID (`sha256:...`, 64 hex digits, or any all-hex string, which dockerd
 may resolve as an ID prefix) needs `image_ids`, and then skips the `images` patterns.
 `image.tag`, `image.build`, `image.load`, `image.import` and `container.commit` can give any
 content an allowed name: `portcullis check` warns when they are granted with `images`, by name,

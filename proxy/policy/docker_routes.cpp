@@ -140,7 +140,9 @@ constexpr std::array kRoutes = std::to_array<Route>({
     {"POST", "/plugins/{name}/set", "plugin.configure"},
     {"POST", "/plugins/create", "plugin.create"},
     // distribution router
-    {"GET", "/distribution/{name}/json", "read"},
+    // Not a read: dockerd asks the registry the name gives, as a pull does (any port of
+    // 127.0.0.1 over plain HTTP, as an insecure registry), and answers with what it got back.
+    {"GET", "/distribution/{name}/json", "image.pull"},
     // network router
     {"GET", "/networks", "read"},
     {"GET", "/networks/", "read"},
@@ -301,6 +303,10 @@ void resolve_query_facts(DockerAttributes& a, std::string_view raw_query) {
   bool images_create = a.endpoint == "/images/create";
   bool start = a.endpoint == "/containers/{name}/start";
   bool service_update = a.endpoint == "/services/{id}/update";
+  if (a.endpoint == "/distribution/{name}/json") {
+    a.images.push_back(docker_detail::run_image("distribution name", a.object));
+    return;
+  }
   if (!images_create && !start && !service_update && a.endpoint != "/build") return;
   auto query = parse_query(raw_query);
   if (!query) {

@@ -582,6 +582,14 @@ def test_reading_the_swarm_and_its_join_tokens_is_not_a_read(gw):
     assert gw.docker("reader", "info")[0] == 0
 
 
+def test_a_distribution_inspect_is_a_pull_of_that_name(gw):
+    """Third red-team round: GET /distribution/{name}/json was `read`; dockerd then sent HTTP
+    requests to any port of 127.0.0.1 (an insecure registry by default) and echoed the answer."""
+    get = b"GET /v1.41/distribution/127.0.0.1:9/foo/json HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+    assert "image.pull" in assert_refused(gw, get, client="reader")
+    assert_refused(gw, get, "does not match", client="ops")  # ops may pull docker.io/library/* only
+
+
 def test_a_service_rollback_is_refused_as_its_spec_is_not_in_the_body(gw):
     """Third red-team round: with rollback=previous dockerd ignores the body and applies the
     service's previous spec (host network, CAP_SYS_ADMIN, set by someone another rule allowed)."""

@@ -459,3 +459,16 @@ TEST_CASE("a network on the host's own interfaces needs host_network, a network 
   CHECK(r.says("names a path, is never allowed"));
   CHECK_FALSE(judge(everything, "POST", "/networks/create", "", "").allowed);
 }
+
+TEST_CASE("a distribution inspect asks the name's registry, so it is an image.pull of that name") {
+  // Third red-team round: as `read` it had dockerd send HTTP requests to any port of 127.0.0.1
+  // (an insecure registry by default) and echo the answer in its error message.
+  DockerSpec s = ops();
+  s.actions = {"read", "image.pull"};
+  CHECK(judge(s, "GET", "/v1.41/distribution/nginx:1.25/json").allowed);
+  Result r = judge(s, "GET", "/v1.41/distribution/127.0.0.1:18080/foo/json");
+  CHECK_FALSE(r.allowed);
+  CHECK(r.says("image 127.0.0.1:18080/foo:latest does not match"));
+  s.actions = {"read"};
+  CHECK_FALSE(judge(s, "GET", "/distribution/nginx/json").allowed);
+}
