@@ -136,7 +136,11 @@ const char* const kDocsNotes = R"(
   and lowercases it with Unicode's rules (`U+00A0` is a space, `İ` lowercases to `i`).
 - **Namespaces.** `host` and `container:<id>` (joining another container) both need the
   `host_*` name. An endpoint on the `host` network (`NetworkingConfig.EndpointsConfig`, a
-  service's `Networks`) and `docker build --network host` need `host_network`.
+  service's `Networks`) and `docker build --network host` need `host_network`. **Known gap:**
+  a service's network `Target` is judged by its name only, while dockerd also finds a network by
+  its ID or an ID prefix, so a `Target` holding the host network's ID (which `read` lists) runs
+  the service's tasks on the host's network. Until the gateway resolves targets with dockerd,
+  grant `service.create` and `service.update` only to those you would give `host_network`.
 - **Security options.** `seccomp=` anything but `builtin` (a custom profile can allow every
   syscall) needs `seccomp_unconfined`; `apparmor=` anything but `docker-default` (any profile
   loaded on the host can be named, and many confine nothing: `flags=(unconfined)`, complain mode)
